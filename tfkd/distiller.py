@@ -1,0 +1,316 @@
+"""Distiller: one training path for supervised training, distillation and self-distillation.
+
+    loss = alpha * CE(y, student)
+         + (1 - alpha) * distillation_loss(teacher_logits, student_logits)
+         + hint.weight * HintLoss(teacher_features, adapter(student_features))
+
+alpha = 1 with no teachers is plain supervised training; alpha = 0 is pure
+distillation. Teachers are frozen and always run with `training=False`.
+
+Precomputed teacher outputs: feed `x` as a dict
+``{"inputs": x, "teacher_logits": t}`` (see `with_teacher_logits`); the
+Distiller then runs no teacher forward pass (unless a hint loss needs the
+teacher's features, which the cache does not hold).
+"""
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+from keras import ops
+from keras.src.losses.loss import scale_loss_for_distribution, unscale_loss_for_distribution
+
+from tfkd import losses as losses_lib
+from tfkd.ensemble import AVERAGES, Ensemble, average_logits, check_compatible
+
+INPUTS_KEY = "inputs"
+TEACHER_LOGITS_KEY = "teacher_logits"
+
+
+def with_teacher_logits(inputs, teacher_logits):
+    """Packs inputs and precomputed teacher logits the way the Distiller reads them."""
+    return {INPUTS_KEY: inputs, TEACHER_LOGITS_KEY: teacher_logits}
+
+
+def split_teacher_logits(x):
+    """(inputs, teacher_logits or None) from a batch's x."""
+    if isinstance(x, dict) and TEACHER_LOGITS_KEY in x:
+        return x[INPUTS_KEY], x[TEACHER_LOGITS_KEY]
+    return x, None
+
+
+@dataclasses.dataclass(frozen=True)
+class Hint:
+    """FitNets hint: regress `student_layer`'s output, through a learned adapter, onto `teacher_layer`'s.
+
+    With an ensemble of teachers the hint comes from its first member.
+    """
+
+    student_layer: str
+    teacher_layer: str
+    weight: float = 1.0
+
+    def __post_init__(self):
+        if not self.weight >= 0:
+            raise ValueError(f"hint weight must be >= 0, got {self.weight!r}")
+
+
+def _layer_output(model, name, role):
+    try:
+        return model.get_layer(name).output
+    except ValueError:
+        names = ", ".join(layer.name for layer in model.layers)
+        raise ValueError(
+            f"{role} has no layer named {name!r}; its layers are: {names}"
+        ) from None
+
+
+def _build_adapter(student_shape, teacher_shape):
+    """A 1x1 projection from the student's feature channels to the teacher's."""
+    if student_shape[1:-1] != teacher_shape[1:-1]:
+        raise ValueError(
+            f"hint layers differ in spatial shape: student {student_shape[1:-1]} vs "
+            f"teacher {teacher_shape[1:-1]}; pick layers of the same resolution"
+        )
+    channels = teacher_shape[-1]
+    rank = len(student_shape)
+    if rank == 2:
+        return keras.layers.Dense(channels, name="hint_adapter")
+    if rank == 3:
+        return keras.layers.Conv1D(channels, 1, name="hint_adapter")
+    if rank == 4:
+        return keras.layers.Conv2D(channels, 1, name="hint_adapter")
+    raise ValueError(f"hint features of rank {rank} are not supported (2, 3 or 4)")
+
+
+@keras.saving.register_keras_serializable(package="tfkd")
+class Distiller(keras.Model):
+    """Trains `student` on ground truth and on the (averaged, frozen) outputs of `teachers`.
+
+    Args:
+      student: a keras.Model that outputs logits. It stays a plain Keras model:
+        save it with `distiller.student.save(...)` and load it without tfkd.
+      teachers: None, a keras.Model, a list of models, or an `Ensemble`; all
+        output logits. None is allowed when alpha = 1 or when every batch
+        carries precomputed `teacher_logits`.
+      alpha: weight of the ground-truth loss, in [0, 1].
+      temperature: softening temperature (> 0) of the distillation loss.
+      distillation_loss: "kl" (soft-target KL, T^2-scaled), "probability_mse",
+        or any `keras.losses.Loss` taking (teacher_logits, student_logits).
+      teacher_average: "logits" or "probabilities", how a list of teachers is
+        averaged (an `Ensemble` passed in keeps its own).
+      hint: optional `Hint` (or a dict of its fields).
+      student_loss: ground-truth loss; sparse categorical cross-entropy on
+        logits by default.
+    """
+
+    def __init__(self, student, teachers=None, *, alpha=0.5, temperature=4.0,
+                 distillation_loss="kl", teacher_average=None, hint=None,
+                 student_loss=None, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(student, keras.Model):
+            raise ValueError(f"student must be a keras.Model, got {type(student).__name__}")
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1] (the ground-truth weight), got {alpha!r}")
+        self.alpha = float(alpha)
+        self.temperature = losses_lib._check_temperature(temperature)
+        self.student = student
+        self.teachers = self._wrap_teachers(teachers, teacher_average)
+        if self.teachers is not None:
+            # NOTE: freezing here, not in fit, so the teachers' weights are never
+            # in trainable_weights, whatever the caller does next.
+            self.teachers.trainable = False
+            check_compatible(self.teachers.members,
+                             [f"teacher {i}" for i in range(len(self.teachers.members))],
+                             reference=student, reference_name="the student")
+        self.distillation_loss = losses_lib.get_distillation_loss(
+            distillation_loss, temperature=self.temperature)
+        self.student_loss = student_loss or keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True)
+        self.hint = Hint(**hint) if isinstance(hint, dict) else hint
+        self._build_hint()
+
+        self.total_loss_tracker = keras.metrics.Mean(name="loss")
+        self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
+        self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
+        self.hint_loss_tracker = keras.metrics.Mean(name="hint_loss") if self.hint else None
+        self.accuracy_metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        self.agreement_metric = keras.metrics.Mean(name="teacher_agreement")
+
+    # -- construction helpers ------------------------------------------------
+
+    @staticmethod
+    def _wrap_teachers(teachers, teacher_average):
+        if teacher_average is not None and teacher_average not in AVERAGES:
+            raise ValueError(
+                f"unknown teacher_average {teacher_average!r}; choose one of: {', '.join(AVERAGES)}")
+        if teachers is None:
+            return None
+        if isinstance(teachers, Ensemble):
+            if teacher_average is not None and teacher_average != teachers.average:
+                raise ValueError(
+                    f"teacher_average={teacher_average!r} conflicts with the Ensemble's "
+                    f"average={teachers.average!r}; set it on the Ensemble")
+            return teachers
+        if isinstance(teachers, (list, tuple)) and not teachers:
+            raise ValueError("teachers is an empty list; pass at least one teacher, or None "
+                             "with alpha=1 for plain supervised training")
+        return Ensemble(teachers, average=teacher_average or "logits", name="teachers")
+
+    def _build_hint(self):
+        self.hint_adapter = None
+        if self.hint is None:
+            return
+        if self.teachers is None:
+            raise ValueError("a hint loss needs teacher models (teachers=None was given)")
+        teacher = self.teachers.members[0]
+        student_features = _layer_output(self.student, self.hint.student_layer, "the student")
+        teacher_features = _layer_output(teacher, self.hint.teacher_layer, "teacher 0")
+        # Functional views that share the original layers, so one forward pass
+        # yields both logits and features.
+        self._student_with_features = keras.Model(
+            self.student.inputs, [self.student.outputs[0], student_features])
+        self._teacher_with_features = keras.Model(
+            teacher.inputs, [teacher.outputs[0], teacher_features])
+        self.hint_adapter = _build_adapter(tuple(student_features.shape),
+                                           tuple(teacher_features.shape))
+        self.hint_adapter.build(tuple(student_features.shape))
+        self.hint_loss = losses_lib.HintLoss()
+
+    # -- forward passes ------------------------------------------------------
+
+    def call(self, inputs, training=False):
+        inputs, _ = split_teacher_logits(inputs)
+        return self.student(inputs, training=training)
+
+    def _student_forward(self, inputs, training):
+        if self.hint is None:
+            return self.student(inputs, training=training), None
+        logits, features = self._student_with_features(inputs, training=training)
+        return logits, self.hint_adapter(features)
+
+    def _teacher_forward(self, inputs, teacher_logits):
+        """(teacher logits, teacher hint features or None), outside any gradient tape."""
+        if self.hint is None and teacher_logits is not None:
+            return teacher_logits, None
+        if self.teachers is None:
+            raise ValueError(
+                "alpha < 1 needs teacher outputs: pass teachers to the Distiller or feed "
+                "batches with precomputed teacher_logits (see tfkd.with_teacher_logits)")
+        if self.hint is None:
+            return self.teachers(inputs, training=False), None
+        first_logits, features = self._teacher_with_features(inputs, training=False)
+        if teacher_logits is None:
+            others = [m(inputs, training=False) for m in self.teachers.members[1:]]
+            teacher_logits = average_logits([first_logits] + others, self.teachers.average)
+        return teacher_logits, features
+
+    def _needs_teachers(self, teacher_logits):
+        return self.hint is not None or (
+            teacher_logits is None and (self.alpha < 1.0 or self.teachers is not None))
+
+    # -- loss and steps ------------------------------------------------------
+
+    def _loss_terms(self, y, student_logits, teacher_logits, student_features,
+                    teacher_features, sample_weight):
+        """Each term as returned by its Keras Loss, i.e. already divided by the replica count."""
+        terms = {"student_loss": self.student_loss(y, student_logits, sample_weight)}
+        if teacher_logits is not None:
+            terms["distillation_loss"] = self.distillation_loss(
+                ops.stop_gradient(teacher_logits), student_logits, sample_weight)
+        if self.hint is not None:
+            terms["hint_loss"] = self.hint_loss(
+                ops.stop_gradient(teacher_features), student_features, sample_weight)
+        # Terms with weight 0 are left out, not multiplied by 0, so that alpha = 1
+        # is exactly plain cross-entropy and a NaN in an unused term cannot leak.
+        weighted = []
+        if self.alpha > 0.0:
+            weighted.append(terms["student_loss"] if self.alpha == 1.0
+                            else self.alpha * terms["student_loss"])
+        if self.alpha < 1.0:
+            weighted.append((1.0 - self.alpha) * terms["distillation_loss"])
+        if self.hint is not None and self.hint.weight > 0.0:
+            weighted.append(self.hint.weight * terms["hint_loss"])
+        regularization = self.student.losses
+        if regularization:
+            weighted.append(scale_loss_for_distribution(ops.sum(regularization)))
+        terms["loss"] = weighted[0] if len(weighted) == 1 else ops.sum(ops.stack(weighted))
+        return terms
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        inputs, teacher_logits = split_teacher_logits(x)
+        teacher_features = None
+        if self._needs_teachers(teacher_logits):
+            teacher_logits, teacher_features = self._teacher_forward(inputs, teacher_logits)
+        with tf.GradientTape() as tape:
+            student_logits, student_features = self._student_forward(inputs, training=True)
+            terms = self._loss_terms(y, student_logits, teacher_logits, student_features,
+                                     teacher_features, sample_weight)
+            loss = self.optimizer.scale_loss(terms["loss"])
+        trainable_weights = self.trainable_weights
+        gradients = tape.gradient(loss, trainable_weights)
+        self.optimizer.apply_gradients(zip(gradients, trainable_weights))
+        return self._update_metrics(terms, y, student_logits, teacher_logits, sample_weight)
+
+    def test_step(self, data):
+        """The student's own metrics: loss is its ground-truth loss."""
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        inputs, teacher_logits = split_teacher_logits(x)
+        student_logits = self.student(inputs, training=False)
+        if teacher_logits is None and self.teachers is not None:
+            teacher_logits = self.teachers(inputs, training=False)
+        terms = {"loss": self.student_loss(y, student_logits, sample_weight)}
+        return self._update_metrics(terms, y, student_logits, teacher_logits, sample_weight)
+
+    def _update_metrics(self, terms, y, student_logits, teacher_logits, sample_weight):
+        batch_size = ops.shape(student_logits)[0]
+        trackers = {
+            "loss": self.total_loss_tracker,
+            "student_loss": self.student_loss_tracker,
+            "distillation_loss": self.distillation_loss_tracker,
+            "hint_loss": self.hint_loss_tracker,
+        }
+        logs = {}
+        for name, value in terms.items():
+            trackers[name].update_state(unscale_loss_for_distribution(value),
+                                        sample_weight=batch_size)
+            logs[name] = trackers[name].result()
+        self.accuracy_metric.update_state(y, student_logits, sample_weight=sample_weight)
+        logs["accuracy"] = self.accuracy_metric.result()
+        if teacher_logits is not None:
+            agree = ops.cast(ops.equal(ops.argmax(student_logits, axis=-1),
+                                       ops.argmax(teacher_logits, axis=-1)), "float32")
+            self.agreement_metric.update_state(agree, sample_weight=sample_weight)
+            logs["teacher_agreement"] = self.agreement_metric.result()
+        return logs
+
+    @property
+    def metrics(self):
+        trackers = [self.total_loss_tracker, self.student_loss_tracker,
+                    self.distillation_loss_tracker, self.hint_loss_tracker,
+                    self.accuracy_metric, self.agreement_metric]
+        return [m for m in trackers if m is not None]
+
+    # -- serialisation -------------------------------------------------------
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "student": keras.saving.serialize_keras_object(self.student),
+            "teachers": (keras.saving.serialize_keras_object(self.teachers)
+                         if self.teachers is not None else None),
+            "alpha": self.alpha,
+            "temperature": self.temperature,
+            "distillation_loss": keras.saving.serialize_keras_object(self.distillation_loss),
+            "hint": dataclasses.asdict(self.hint) if self.hint else None,
+            "student_loss": keras.saving.serialize_keras_object(self.student_loss),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("student", "teachers", "distillation_loss", "student_loss"):
+            if config.get(key) is not None:
+                config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)

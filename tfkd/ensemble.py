@@ -1,0 +1,112 @@
+"""Ensemble: the average of several models of one architecture, as one Keras model."""
+
+import keras
+from keras import ops
+
+AVERAGES = ("logits", "probabilities")
+
+
+def _model_signature(model):
+    """(input shape without batch, number of classes), or None where the model is not built."""
+    try:
+        input_shape = tuple(model.input_shape[1:])
+        num_classes = model.output_shape[-1]
+    except (AttributeError, ValueError, TypeError):
+        return None
+    return input_shape, num_classes
+
+
+def check_compatible(models, names, reference=None, reference_name=None):
+    """Raises a ValueError naming the first model whose inputs or classes differ from the rest.
+
+    `reference` (optional) is a model the others must match, e.g. the student.
+    """
+    signatures = [(_model_signature(m), n) for m, n in zip(models, names)]
+    if reference is not None:
+        signatures.insert(0, (_model_signature(reference), reference_name))
+    known = [(s, n) for s, n in signatures if s is not None]
+    if not known:
+        return
+    (ref_shape, ref_classes), ref_name = known[0]
+    for (shape, classes), name in known[1:]:
+        if classes != ref_classes:
+            raise ValueError(
+                f"{name} predicts {classes} classes but {ref_name} predicts "
+                f"{ref_classes}; teachers and student must share the label set"
+            )
+        if shape != ref_shape:
+            raise ValueError(
+                f"{name} takes inputs of shape {shape} but {ref_name} takes "
+                f"{ref_shape}; teachers and student must read the same inputs"
+            )
+
+
+def average_logits(member_logits, average="logits"):
+    """Combines a list of per-member logits into ensemble logits.
+
+    "logits": the mean of the logits. "probabilities": log of the mean of the
+    softmax outputs, computed as a logsumexp for stability; softmax of it gives
+    back the mean probability, so it can stand wherever logits are expected.
+    """
+    stacked = ops.stack([ops.cast(z, "float32") for z in member_logits], axis=0)
+    if average == "logits":
+        return ops.mean(stacked, axis=0)
+    log_probs = ops.log_softmax(stacked, axis=-1)
+    return ops.logsumexp(log_probs, axis=0) - ops.log(float(len(member_logits)))
+
+
+@keras.saving.register_keras_serializable(package="tfkd")
+class Ensemble(keras.Model):
+    """Averages the outputs of `members` (models that output logits).
+
+    Its own output is logits (see `average_logits`), so an Ensemble can be
+    compiled with `SparseCategoricalCrossentropy(from_logits=True)`, evaluated,
+    saved and loaded like any Keras model, and handed to a Distiller as teacher.
+    """
+
+    def __init__(self, members, average="logits", **kwargs):
+        super().__init__(**kwargs)
+        members = list(members) if isinstance(members, (list, tuple)) else [members]
+        if not members:
+            raise ValueError("an Ensemble needs at least one member; got an empty list")
+        for i, member in enumerate(members):
+            if not isinstance(member, keras.Model):
+                raise ValueError(
+                    f"ensemble member {i} is a {type(member).__name__}, expected a keras.Model"
+                )
+        if average not in AVERAGES:
+            raise ValueError(
+                f"unknown average {average!r}; choose one of: {', '.join(AVERAGES)}"
+            )
+        check_compatible(members, [f"ensemble member {i}" for i in range(len(members))])
+        self.members = members
+        self.average = average
+
+    def call(self, inputs, training=False):
+        return average_logits(self.member_logits(inputs, training=training), self.average)
+
+    def member_logits(self, inputs, training=False):
+        """Each member's logits, as a list."""
+        return [member(inputs, training=training) for member in self.members]
+
+    def compute_output_shape(self, input_shape):
+        return self.members[0].compute_output_shape(input_shape)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "members": [keras.saving.serialize_keras_object(m) for m in self.members],
+            "average": self.average,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        members = [keras.saving.deserialize_keras_object(m) for m in config.pop("members")]
+        return cls(members, **config)
+
+    @classmethod
+    def load(cls, paths, average="logits", **kwargs):
+        """Builds an Ensemble from saved `.keras` member files."""
+        return cls([keras.saving.load_model(p, compile=False) for p in paths],
+                   average=average, **kwargs)

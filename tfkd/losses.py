@@ -1,0 +1,108 @@
+"""Distillation losses: each method is a loss object, never a training loop.
+
+Every loss here is a `keras.losses.Loss` that returns one value per example
+and lets Keras reduce it ("sum_over_batch_size"). That reduction also divides
+by the number of replicas in sync, so a loss term built from these objects
+gives the same update on 1 or N replicas for the same global batch; a raw
+`ops.mean` would not (it is the mistake core Keras's Distiller makes for its
+distillation term).
+
+Convention for logit losses: `y_true` is the teacher's output, `y_pred` the
+student's, both logits. A teacher ensemble averaged in probability space hands
+over log-probabilities, which are valid logits for everything below.
+"""
+
+import keras
+from keras import ops
+
+
+def _check_temperature(temperature):
+    if not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise ValueError(
+            f"temperature must be a number > 0, got {temperature!r}"
+        )
+    return float(temperature)
+
+
+class DistillationLoss(keras.losses.Loss):
+    """Base class of logit-matching losses: (teacher_logits, student_logits) -> per-example loss."""
+
+    def __init__(self, temperature=1.0, name=None, reduction="sum_over_batch_size", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.temperature = _check_temperature(temperature)
+
+    def get_config(self):
+        return {**super().get_config(), "temperature": self.temperature}
+
+
+@keras.saving.register_keras_serializable(package="tfkd")
+class SoftTargetKL(DistillationLoss):
+    """Hinton et al.'s soft-target loss: T^2 * KL(softmax(t / T) || softmax(s / T)).
+
+    The T^2 factor keeps the gradient magnitude of the soft targets comparable
+    to the hard-label term as T changes, so alpha means the same at any T.
+    """
+
+    def __init__(self, temperature=1.0, name="soft_target_kl", **kwargs):
+        super().__init__(temperature=temperature, name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        t = self.temperature
+        teacher_log_probs = ops.log_softmax(ops.cast(y_true, self.dtype) / t, axis=-1)
+        student_log_probs = ops.log_softmax(ops.cast(y_pred, self.dtype) / t, axis=-1)
+        kl = ops.sum(
+            ops.exp(teacher_log_probs) * (teacher_log_probs - student_log_probs), axis=-1
+        )
+        return (t * t) * kl
+
+
+@keras.saving.register_keras_serializable(package="tfkd")
+class ProbabilityMSE(DistillationLoss):
+    """Mean squared error between softmax(s / T) and softmax(t / T), averaged over classes.
+
+    The loss of Borup & Andersen's self-distillation code. No T^2 factor: at
+    the usual T = 1 there is nothing to compensate.
+    """
+
+    def __init__(self, temperature=1.0, name="probability_mse", **kwargs):
+        super().__init__(temperature=temperature, name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        t = self.temperature
+        teacher_probs = ops.softmax(ops.cast(y_true, self.dtype) / t, axis=-1)
+        student_probs = ops.softmax(ops.cast(y_pred, self.dtype) / t, axis=-1)
+        return ops.mean(ops.square(student_probs - teacher_probs), axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="tfkd")
+class HintLoss(keras.losses.Loss):
+    """FitNets hint loss: squared error between teacher features and adapted student features.
+
+    Averaged over every non-batch axis, so the weight of the hint term does not
+    depend on the size of the feature map.
+    """
+
+    def __init__(self, name="hint", reduction="sum_over_batch_size", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+
+    def call(self, y_true, y_pred):
+        diff = ops.square(ops.cast(y_pred, self.dtype) - ops.cast(y_true, self.dtype))
+        return ops.mean(ops.reshape(diff, (ops.shape(diff)[0], -1)), axis=-1)
+
+
+DISTILLATION_LOSSES = {
+    "kl": SoftTargetKL,
+    "probability_mse": ProbabilityMSE,
+}
+
+
+def get_distillation_loss(loss, temperature=1.0):
+    """Returns a distillation loss object from a name in DISTILLATION_LOSSES or a Loss."""
+    if isinstance(loss, keras.losses.Loss):
+        return loss
+    if isinstance(loss, str) and loss in DISTILLATION_LOSSES:
+        return DISTILLATION_LOSSES[loss](temperature=temperature)
+    raise ValueError(
+        f"unknown distillation loss {loss!r}; choose one of: "
+        f"{', '.join(DISTILLATION_LOSSES)}, or pass a keras.losses.Loss"
+    )
