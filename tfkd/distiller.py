@@ -65,7 +65,7 @@ def _layer_output(model, name, role):
         ) from None
 
 
-def _build_adapter(student_shape, teacher_shape):
+def _build_adapter(student_shape, teacher_shape, seed=None):
     """A 1x1 projection from the student's feature channels to the teacher's."""
     if student_shape[1:-1] != teacher_shape[1:-1]:
         raise ValueError(
@@ -74,12 +74,13 @@ def _build_adapter(student_shape, teacher_shape):
         )
     channels = teacher_shape[-1]
     rank = len(student_shape)
+    init = keras.initializers.GlorotUniform(seed=seed)
     if rank == 2:
-        return keras.layers.Dense(channels, name="hint_adapter")
+        return keras.layers.Dense(channels, kernel_initializer=init, name="hint_adapter")
     if rank == 3:
-        return keras.layers.Conv1D(channels, 1, name="hint_adapter")
+        return keras.layers.Conv1D(channels, 1, kernel_initializer=init, name="hint_adapter")
     if rank == 4:
-        return keras.layers.Conv2D(channels, 1, name="hint_adapter")
+        return keras.layers.Conv2D(channels, 1, kernel_initializer=init, name="hint_adapter")
     raise ValueError(f"hint features of rank {rank} are not supported (2, 3 or 4)")
 
 
@@ -102,11 +103,13 @@ class Distiller(keras.Model):
       hint: optional `Hint` (or a dict of its fields).
       student_loss: ground-truth loss; sparse categorical cross-entropy on
         logits by default.
+      seed: seeds the initialisation of the hint adapter (the only weights
+        the Distiller creates itself).
     """
 
     def __init__(self, student, teachers=None, *, alpha=0.5, temperature=4.0,
                  distillation_loss="kl", teacher_average=None, hint=None,
-                 student_loss=None, **kwargs):
+                 student_loss=None, seed=None, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(student, keras.Model):
             raise ValueError(f"student must be a keras.Model, got {type(student).__name__}")
@@ -115,19 +118,17 @@ class Distiller(keras.Model):
         self.alpha = float(alpha)
         self.temperature = losses_lib._check_temperature(temperature)
         self.student = student
-        self.teachers = self._wrap_teachers(teachers, teacher_average)
+        self.teachers = self._wrap_teachers(teachers, teacher_average, student)
         if self.teachers is not None:
             # NOTE: freezing here, not in fit, so the teachers' weights are never
             # in trainable_weights, whatever the caller does next.
             self.teachers.trainable = False
-            check_compatible(self.teachers.members,
-                             [f"teacher {i}" for i in range(len(self.teachers.members))],
-                             reference=student, reference_name="the student")
         self.distillation_loss = losses_lib.get_distillation_loss(
             distillation_loss, temperature=self.temperature)
         self.student_loss = student_loss or keras.losses.SparseCategoricalCrossentropy(
             from_logits=True)
         self.hint = Hint(**hint) if isinstance(hint, dict) else hint
+        self.seed = seed
         self._build_hint()
 
         self.total_loss_tracker = keras.metrics.Mean(name="loss")
@@ -140,22 +141,28 @@ class Distiller(keras.Model):
     # -- construction helpers ------------------------------------------------
 
     @staticmethod
-    def _wrap_teachers(teachers, teacher_average):
+    def _wrap_teachers(teachers, teacher_average, student):
         if teacher_average is not None and teacher_average not in AVERAGES:
             raise ValueError(
                 f"unknown teacher_average {teacher_average!r}; choose one of: {', '.join(AVERAGES)}")
         if teachers is None:
             return None
+        if isinstance(teachers, (list, tuple)) and not teachers:
+            raise ValueError("teachers is an empty list; pass at least one teacher, or None "
+                             "with alpha=1 for plain supervised training")
         if isinstance(teachers, Ensemble):
+            members = teachers.members
             if teacher_average is not None and teacher_average != teachers.average:
                 raise ValueError(
                     f"teacher_average={teacher_average!r} conflicts with the Ensemble's "
                     f"average={teachers.average!r}; set it on the Ensemble")
+        else:
+            members = list(teachers) if isinstance(teachers, (list, tuple)) else [teachers]
+        check_compatible(members, [f"teacher {i}" for i in range(len(members))],
+                         reference=student, reference_name="the student")
+        if isinstance(teachers, Ensemble):
             return teachers
-        if isinstance(teachers, (list, tuple)) and not teachers:
-            raise ValueError("teachers is an empty list; pass at least one teacher, or None "
-                             "with alpha=1 for plain supervised training")
-        return Ensemble(teachers, average=teacher_average or "logits", name="teachers")
+        return Ensemble(members, average=teacher_average or "logits", name="teachers")
 
     def _build_hint(self):
         self.hint_adapter = None
@@ -173,11 +180,17 @@ class Distiller(keras.Model):
         self._teacher_with_features = keras.Model(
             teacher.inputs, [teacher.outputs[0], teacher_features])
         self.hint_adapter = _build_adapter(tuple(student_features.shape),
-                                           tuple(teacher_features.shape))
+                                           tuple(teacher_features.shape), self.seed)
         self.hint_adapter.build(tuple(student_features.shape))
         self.hint_loss = losses_lib.HintLoss()
 
     # -- forward passes ------------------------------------------------------
+
+    def build(self, input_shape=None):
+        if not self.student.built and input_shape is not None:
+            shape, _ = split_teacher_logits(input_shape)
+            self.student.build(shape)
+        self.built = True
 
     def call(self, inputs, training=False):
         inputs, _ = split_teacher_logits(inputs)
@@ -305,6 +318,7 @@ class Distiller(keras.Model):
             "distillation_loss": keras.saving.serialize_keras_object(self.distillation_loss),
             "hint": dataclasses.asdict(self.hint) if self.hint else None,
             "student_loss": keras.saving.serialize_keras_object(self.student_loss),
+            "seed": self.seed,
         }
 
     @classmethod

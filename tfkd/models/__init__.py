@@ -1,0 +1,11 @@
+"""Model builders by name. Every model is a functional keras.Model that outputs logits, with
+its penultimate layer named "features" and its last "logits".
+
+Importing this package registers "cnn" and "mlp"; further builders join `MODELS` through
+`register_model`.
+"""
+
+from tfkd.models import small as _small  # noqa: F401  (registers its builders)
+from tfkd.models.registry import MODELS, build_model, register_model
+
+__all__ = ["MODELS", "build_model", "register_model"]
