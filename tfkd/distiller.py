@@ -21,6 +21,7 @@ from keras import ops
 from keras.src.losses.loss import scale_loss_for_distribution, unscale_loss_for_distribution
 
 from tfkd import losses as losses_lib
+from tfkd import metrics as metrics_lib
 from tfkd.ensemble import AVERAGES, Ensemble, average_logits, check_compatible
 
 INPUTS_KEY = "inputs"
@@ -136,7 +137,7 @@ class Distiller(keras.Model):
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
         self.hint_loss_tracker = keras.metrics.Mean(name="hint_loss") if self.hint else None
         self.accuracy_metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-        self.agreement_metric = keras.metrics.Mean(name="teacher_agreement")
+        self.agreement_metric = metrics_lib.TeacherAgreement(name="teacher_agreement")
 
     # -- construction helpers ------------------------------------------------
 
@@ -292,9 +293,8 @@ class Distiller(keras.Model):
         self.accuracy_metric.update_state(y, student_logits, sample_weight=sample_weight)
         logs["accuracy"] = self.accuracy_metric.result()
         if teacher_logits is not None:
-            agree = ops.cast(ops.equal(ops.argmax(student_logits, axis=-1),
-                                       ops.argmax(teacher_logits, axis=-1)), "float32")
-            self.agreement_metric.update_state(agree, sample_weight=sample_weight)
+            self.agreement_metric.update_state(student_logits, teacher_logits,
+                                               sample_weight=sample_weight)
             logs["teacher_agreement"] = self.agreement_metric.result()
         return logs
 

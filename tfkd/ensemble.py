@@ -1,7 +1,10 @@
 """Ensemble: the average of several models of one architecture, as one Keras model."""
 
 import keras
+import numpy as np
 from keras import ops
+
+from tfkd import metrics as metrics_lib
 
 AVERAGES = ("logits", "probabilities")
 
@@ -88,6 +91,21 @@ class Ensemble(keras.Model):
     def member_logits(self, inputs, training=False):
         """Each member's logits, as a list."""
         return [member(inputs, training=training) for member in self.members]
+
+    def evaluate_members(self, x, y, batch_size=256):
+        """Each member's and the ensemble's accuracy, NLL and ECE, and the members' disagreement.
+
+        Returns {"members": [report, ...], "ensemble": report, "disagreement": float or None}.
+        """
+        member_logits = [np.asarray(m.predict(x, batch_size=batch_size, verbose=0))
+                         for m in self.members]
+        ensemble_logits = np.asarray(average_logits(member_logits, self.average))
+        return {
+            "members": [metrics_lib.classification_report(y, z) for z in member_logits],
+            "ensemble": metrics_lib.classification_report(y, ensemble_logits),
+            "disagreement": (metrics_lib.pairwise_disagreement(np.stack(member_logits))
+                             if len(member_logits) > 1 else None),
+        }
 
     def compute_output_shape(self, input_shape):
         return self.members[0].compute_output_shape(input_shape)

@@ -24,6 +24,7 @@ __all__ = [
     "agreement",
     "mean_kl_divergence",
     "pairwise_disagreement",
+    "classification_report",
     "NegativeLogLikelihood",
     "ExpectedCalibrationError",
     "TeacherAgreement",
@@ -173,6 +174,15 @@ def pairwise_disagreement(member_probs):
     preds = np.argmax(member_probs, axis=-1)
     pairs = itertools.combinations(range(len(preds)), 2)
     return float(np.mean([np.mean(preds[i] != preds[j]) for i, j in pairs]))
+
+
+def classification_report(labels, logits, num_bins=15):
+    """accuracy, nll and ece (15 bins) of one model's logits, as a dict of floats."""
+    return {
+        "accuracy": accuracy(labels, logits),
+        "nll": negative_log_likelihood(labels, logits, from_logits=True),
+        "ece": expected_calibration_error(labels, logits, num_bins=num_bins, from_logits=True),
+    }
 
 
 # ----------------------------------------------------------------------------- Keras
