@@ -63,13 +63,15 @@ def build_model(
     num_classes: int,
     *,
     seed: Optional[int] = None,
+    model_name: Optional[str] = None,
     **kwargs,
 ) -> keras.Model:
     """Builds model `name` for inputs of `input_shape` (no batch dimension).
 
     The model outputs logits of shape (batch, num_classes); its penultimate layer is named
     "features" and its last "logits". The same non-negative `seed` gives bit-identical
-    initial weights; None leaves initialisation unseeded. `kwargs` go to the builder.
+    initial weights; None leaves initialisation unseeded. `model_name` names the Keras model
+    (default: `name`, numbered when taken). `kwargs` go to the builder.
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODELS))}")
@@ -95,6 +97,7 @@ def build_model(
     seeds = LayerSeeds(None if seed is None else int(seed))
     # Keras requires distinct names among the sub-models of one model (an ensemble of
     # members, a Distiller's teachers and student), so number them as Keras numbers layers.
-    uid = keras.backend.get_uid(name)
-    model_name = name if uid == 1 else f"{name}_{uid - 1}"
+    if model_name is None:
+        uid = keras.backend.get_uid(name)
+        model_name = name if uid == 1 else f"{name}_{uid - 1}"
     return MODELS[name](input_shape, int(num_classes), seeds=seeds, name=model_name, **kwargs)

@@ -1,0 +1,27 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="tfkd",
+    version="0.1.0",
+    description="Ensembles, knowledge distillation and self-distillation for Keras 3 / TensorFlow",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["tfkd", "tfkd.*"]),
+    install_requires=[
+        "tensorflow>=2.16",
+        "keras>=3.10",
+        "tensorflow-datasets>=4.9",
+        "keras-tuner>=1.4.7",
+        "absl-py>=2.0",
+        # The Keras TensorBoard callback needs it; tensorflow no longer pulls it in.
+        "tensorboard>=2.16",
+        "numpy>=1.26",
+        "matplotlib>=3.7",
+        # Embedded data sets: digits ships with scikit-learn; MNIST-1D is generated offline.
+        "scikit-learn>=1.3",
+        "mnist1d>=0.0.2",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+    entry_points={"console_scripts": ["tfkd = tfkd.cli:run"]},
+)

@@ -1,0 +1,3 @@
+from tfkd.cli import run
+
+run()

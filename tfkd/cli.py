@@ -1,0 +1,141 @@
+"""The tfkd command: the only module that defines and reads absl flags.
+
+Flags in, a `Config` out, then one mode function does the work:
+
+    tfkd                                   # the whole pipeline on digits
+    tfkd --mode=train --num_models=3 --workdir=runs/x
+    tfkd --flagfile=flags/digits_cnn.flags
+"""
+
+import dataclasses
+import os
+import sys
+
+# Before TensorFlow loads: its C++ start-up chatter would bury the progress lines.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging  # noqa: E402
+
+from tfkd.config import MODES, OPTIMIZERS, Config, ConfigError  # noqa: E402
+
+FLAGS = flags.FLAGS
+EXIT_USAGE = 2
+
+
+def define_flags():
+    defaults = Config()
+    flags.DEFINE_enum("mode", defaults.mode, MODES,
+                      "What to run. pipeline = train, ensemble, distill, self_distill in order.")
+    flags.DEFINE_string("workdir", defaults.workdir,
+                        "Directory for models, metrics, TensorBoard logs and the results table. "
+                        "Re-running with the same workdir reuses finished models.")
+    flags.DEFINE_string("teacher_dir", None,
+                        "Workdir holding the trained members that --mode=distill uses as "
+                        "teachers. Default: --workdir.")
+    flags.DEFINE_string("dataset", defaults.dataset, "Dataset name: digits or mnist1d.")
+    flags.DEFINE_string("model", defaults.model, "Model architecture: cnn or mlp.")
+    flags.DEFINE_integer("num_models", defaults.num_models,
+                         "Number of independently trained members (seeds seed..seed+N-1).")
+    flags.DEFINE_integer("seed", defaults.seed, "First seed; every model's seed derives from it.")
+    flags.DEFINE_integer("epochs", defaults.epochs, "Training epochs per model.")
+    flags.DEFINE_integer("batch_size", defaults.batch_size, "Global batch size.")
+    flags.DEFINE_enum("optimizer", defaults.optimizer, OPTIMIZERS,
+                      "Optimiser (sgd uses nesterov momentum 0.9).")
+    flags.DEFINE_float("learning_rate", defaults.learning_rate, "Learning rate.")
+    flags.DEFINE_float("temperature", defaults.temperature,
+                       "Distillation temperature T > 0 (soft targets softmax(logits / T)).")
+    flags.DEFINE_float("alpha", defaults.alpha,
+                       "Ground-truth weight in [0, 1] when distilling: loss = alpha * CE + "
+                       "(1 - alpha) * distillation loss. Members always train with alpha = 1.")
+    flags.DEFINE_string("distillation_loss", defaults.distillation_loss,
+                        "kl (soft-target KL, T^2-scaled) or probability_mse.")
+    flags.DEFINE_string("teacher_average", defaults.teacher_average,
+                        "How members are averaged: logits or probabilities.")
+    flags.DEFINE_integer("self_distill_steps", defaults.self_distill_steps,
+                         "Generations per self-distillation chain (one chain per member).")
+    flags.DEFINE_boolean("smoke", defaults.smoke,
+                         "Shrink the run to seconds (1 epoch, <= 2 members, 256 examples); "
+                         "for tests.")
+    flags.DEFINE_integer("verbose", defaults.verbose,
+                         "Keras fit verbosity: 0 = one line per model, 1 = progress bars, "
+                         "2 = one line per epoch.")
+
+
+def config_from_flags():
+    names = [f.name for f in dataclasses.fields(Config)]
+    return Config(**{name: FLAGS[name].value for name in names}).shrunk()
+
+
+def _fail(message):
+    sys.stderr.write(f"tfkd: error: {message}\n")
+    sys.exit(EXIT_USAGE)
+
+
+def _parse_flags(argv):
+    """absl's parser, with bad flags reported in one line and exit code 2."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        _fail(str(e))
+
+
+def main(argv):
+    if len(argv) > 1:
+        _fail(f"unexpected arguments {argv[1:]!r}; every setting is a --flag (see --help)")
+    # Deferred: importing TensorFlow takes seconds that --help should not cost.
+    from tfkd import report
+    from tfkd.modes import MODES as MODE_FUNCTIONS
+    from tfkd.workdir import Workdir, write_json
+
+    _quiet_logging()
+    try:
+        config = config_from_flags()
+        workdir = Workdir(config.workdir).create()
+        write_json(workdir.path("config.json"), {"config": config.to_dict(),
+                                                  "versions": _versions()})
+        logging.info("tfkd: mode=%s dataset=%s model=%s workdir=%s", config.mode,
+                     config.dataset, config.model, workdir.root)
+        MODE_FUNCTIONS[config.mode](config, workdir)
+    except ConfigError as e:
+        _fail(str(e))
+    except (NotADirectoryError, PermissionError, FileExistsError) as e:
+        _fail(f"cannot use workdir {FLAGS.workdir!r}: {e}")
+    rows = [record["row"] for record in workdir.all_metrics()]
+    markdown = report.write_report(rows, workdir.root,
+                                   title=f"{config.dataset} / {config.model}")
+    print(markdown)
+    print(f"\nResults table, CSV and chart: {workdir.path('results.md')}, "
+          f"results.csv, results.png")
+
+
+def _quiet_logging():
+    """Progress lines as plain text; TensorFlow's Python warnings (retracing notes) muted."""
+    import logging as std_logging
+
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")
+    logging.set_verbosity(logging.INFO)
+    logging.get_absl_handler().setFormatter(std_logging.Formatter("%(message)s"))
+
+
+def _versions():
+    import importlib.metadata as md
+
+    versions = {}
+    for package in ("tfkd", "tensorflow", "keras", "numpy", "absl-py"):
+        try:
+            versions[package] = md.version(package)
+        except md.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def run():
+    """Console-script entry point."""
+    define_flags()
+    app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,147 @@
+"""What every mode shares: data, optimiser, one Distiller fit per model, evaluation, progress."""
+
+import dataclasses
+import time
+
+import keras
+from absl import logging
+
+from tfkd import metrics
+from tfkd.config import ConfigError
+from tfkd.data import load_dataset, make_tf_dataset
+from tfkd.distiller import Distiller
+from tfkd.ensemble import Ensemble
+from tfkd.models import build_model
+
+SMOKE_EXAMPLES = 256
+
+
+def load_splits(config):
+    splits = load_dataset(config.dataset)
+    if config.smoke:
+        n = SMOKE_EXAMPLES
+        splits = dataclasses.replace(
+            splits, x_train=splits.x_train[:n], y_train=splits.y_train[:n],
+            x_val=splits.x_val[:n // 2], y_val=splits.y_val[:n // 2],
+            x_test=splits.x_test[:n // 2], y_test=splits.y_test[:n // 2])
+    return splits
+
+
+def make_optimizer(config):
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(config.learning_rate)
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(config.learning_rate)
+    return keras.optimizers.SGD(config.learning_rate, momentum=0.9, nesterov=True)
+
+
+def new_model(config, splits, seed, name):
+    # Named after its workdir entry: a Distiller's teachers and student need distinct
+    # names, also when the teachers were loaded from files written by another process.
+    return build_model(config.model, splits.input_shape, splits.num_classes, seed=seed,
+                       model_name=name)
+
+
+def evaluate_logits(splits, logits_val, logits_test):
+    """A result row's metric fields from validation and test logits."""
+    test = metrics.classification_report(splits.y_test, logits_test)
+    return {
+        "val_accuracy": metrics.accuracy(splits.y_val, logits_val),
+        "test_accuracy": test["accuracy"],
+        "test_nll": test["nll"],
+        "test_ece": test["ece"],
+    }
+
+
+def evaluate_model(model, splits, batch_size=512):
+    return evaluate_logits(splits, model.predict(splits.x_val, batch_size=batch_size, verbose=0),
+                           model.predict(splits.x_test, batch_size=batch_size, verbose=0))
+
+
+class Progress:
+    """One line per finished (or reused) model: what it is, how good, how long."""
+
+    def __init__(self, total):
+        self.total, self.done = total, 0
+
+    def report(self, row, seconds=None):
+        self.done += 1
+        took = f" in {seconds:.1f}s" if seconds is not None else " (reused)"
+        logging.info("[%d/%d] %-28s val %.2f%%  test %.2f%%%s", self.done, self.total,
+                     row["name"], 100 * row["val_accuracy"], 100 * row["test_accuracy"], took)
+
+
+def fit_model(config, workdir, splits, *, name, kind, seed, teachers=None, teacher_name=None,
+              generation=None, progress=None):
+    """Trains one model through the Distiller (alpha = 1 without teachers) and saves it.
+
+    A model already finished in the workdir is loaded instead of retrained.
+    Returns (model, result row).
+    """
+    if workdir.has_model(name):
+        row = workdir.read_metrics(name)["row"]
+        if progress:
+            progress.report(row)
+        return workdir.load_model(name), row
+
+    started = time.time()
+    keras.utils.set_random_seed(seed)
+    student = new_model(config, splits, seed, name)
+    alpha = 1.0 if teachers is None else config.alpha
+    teacher_logits = None
+    if teachers is not None:
+        # Without augmentation the teachers' outputs on the training set never
+        # change: compute them once instead of on every step of every epoch.
+        teacher_logits = teachers.predict(splits.x_train, batch_size=512, verbose=0)
+    try:
+        distiller = Distiller(student, teachers, alpha=alpha, temperature=config.temperature,
+                              distillation_loss=config.distillation_loss, seed=seed)
+    except ValueError as e:
+        raise ConfigError(f"cannot train {name}: {e}") from None
+    distiller.compile(optimizer=make_optimizer(config))
+    train = make_tf_dataset(splits.x_train, splits.y_train, batch_size=config.batch_size,
+                            shuffle=True, seed=seed, teacher_logits=teacher_logits)
+    val = make_tf_dataset(splits.x_val, splits.y_val, batch_size=512)
+    history = distiller.fit(
+        train, validation_data=val, epochs=config.epochs, shuffle=False, verbose=config.verbose,
+        callbacks=[keras.callbacks.TensorBoard(workdir.logs_path(name))])
+
+    row = {"name": name, "kind": kind, "seed": seed, "generation": generation,
+           "teacher": teacher_name, **evaluate_model(student, splits)}
+    history = {k: [float(v) for v in vs] for k, vs in history.history.items()}
+    workdir.save_model(student, name)
+    workdir.write_metrics(name, {"row": row, "history": history,
+                                 "seconds": time.time() - started})
+    if progress:
+        progress.report(row, time.time() - started)
+    return student, row
+
+
+def ensemble_row(config, workdir, splits, members, *, name, kind):
+    """Evaluates the average of `members`, records it as a result row."""
+    ensemble = Ensemble(members, average=config.teacher_average)
+    report = ensemble.evaluate_members(splits.x_val, splits.y_val)
+    row = {"name": name, "kind": kind, "seed": None, "generation": None, "teacher": None,
+           **evaluate_model(ensemble, splits),
+           "disagreement_val": report["disagreement"]}
+    workdir.write_metrics(name, {"row": row, "members": [m.name for m in members]})
+    logging.info("%-32s val %.2f%%  test %.2f%%  (%d members, disagreement %.3f)", name,
+                 100 * row["val_accuracy"], 100 * row["test_accuracy"], len(members),
+                 report["disagreement"] or 0.0)
+    return ensemble, row
+
+
+def member_names(config):
+    return [f"member_{i}" for i in range(config.num_models)]
+
+
+def load_members(config, directory):
+    """The trained members in `directory` (a Workdir), or a ConfigError saying how to get them."""
+    names = member_names(config)
+    missing = [n for n in names if not directory.has_model(n)]
+    if missing:
+        raise ConfigError(
+            f"no trained teacher {missing[0]!r} in {directory.root} ({len(missing)} of "
+            f"{len(names)} members missing); run --mode=train with --workdir={directory.root} "
+            "first, or use --mode=pipeline")
+    return [directory.load_model(n) for n in names]

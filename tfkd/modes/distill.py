@@ -1,0 +1,17 @@
+"""distill: the ensemble of saved members teaches one new model (seed s+N)."""
+
+from tfkd.ensemble import Ensemble
+from tfkd.modes import common
+from tfkd.workdir import Workdir
+
+
+def run(config, workdir, splits=None, progress=None):
+    splits = splits or common.load_splits(config)
+    teacher_dir = Workdir(config.teacher_dir) if config.teacher_dir else workdir
+    teachers = Ensemble(common.load_members(config, teacher_dir),
+                        average=config.teacher_average, name="teachers")
+    progress = progress or common.Progress(1)
+    _, row = common.fit_model(config, workdir, splits, name="distilled", kind="distilled",
+                              seed=config.seed + config.num_models, teachers=teachers,
+                              teacher_name="ensemble", progress=progress)
+    return [row]

@@ -1,0 +1,103 @@
+"""The workdir: where every mode reads and writes its artifacts.
+
+    <workdir>/
+      config.json                 the configuration and library versions of the last run
+      models/<name>.keras         every trained model (plain Keras files)
+      metrics/<name>.json         per-model result row + training history
+      logs/<name>/                TensorBoard logs
+      results.{md,csv,json,png}   the results table and chart
+
+Every file is written atomically (temporary file in the same directory, then
+`os.replace`), so a killed run never leaves a half-written artifact behind, and
+a model whose file exists is finished.
+"""
+
+import contextlib
+import json
+import os
+import tempfile
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yields a temporary path next to `path`; moves it onto `path` only if the block succeeds."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    base, ext = os.path.splitext(os.path.basename(path))
+    # Keep the extension: keras.Model.save insists on ".keras".
+    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=f".tmp{ext}", dir=directory)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_text(path, text):
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+
+def write_json(path, obj):
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+class Workdir:
+    """Paths of a workdir's artifacts, and atomic writers for them."""
+
+    def __init__(self, root):
+        self.root = os.path.abspath(os.fspath(root))
+
+    def create(self):
+        if os.path.exists(self.root) and not os.path.isdir(self.root):
+            raise NotADirectoryError(f"workdir {self.root} exists and is not a directory")
+        for sub in ("models", "metrics", "logs"):
+            os.makedirs(os.path.join(self.root, sub), exist_ok=True)
+        return self
+
+    def path(self, *parts):
+        return os.path.join(self.root, *parts)
+
+    def model_path(self, name):
+        return self.path("models", f"{name}.keras")
+
+    def metrics_path(self, name):
+        return self.path("metrics", f"{name}.json")
+
+    def logs_path(self, name):
+        return self.path("logs", name)
+
+    def has_model(self, name):
+        return os.path.exists(self.model_path(name)) and os.path.exists(self.metrics_path(name))
+
+    def save_model(self, model, name):
+        with atomic_path(self.model_path(name)) as tmp:
+            model.save(tmp)
+
+    def load_model(self, name):
+        import keras  # deferred: reading metrics and reports needs no TensorFlow
+
+        return keras.saving.load_model(self.model_path(name), compile=False)
+
+    def write_metrics(self, name, record):
+        write_json(self.metrics_path(name), record)
+
+    def read_metrics(self, name):
+        return read_json(self.metrics_path(name))
+
+    def all_metrics(self):
+        """Every metrics record in the workdir, sorted by name."""
+        directory = self.path("metrics")
+        if not os.path.isdir(directory):
+            return []
+        return [read_json(os.path.join(directory, f))
+                for f in sorted(os.listdir(directory))
+                if f.endswith(".json") and not f.startswith(".")]
