@@ -7,6 +7,7 @@ Flags in, a `Config` out, then one mode function does the work:
     tfkd --flagfile=flags/digits_cnn.flags
 """
 
+import argparse
 import dataclasses
 import os
 import sys
@@ -23,7 +24,8 @@ EXIT_USAGE = 2
 
 
 def define_flags():
-    defaults = Config()
+    # Field defaults, not Config(): validating a Config imports TensorFlow, --help must not.
+    defaults = argparse.Namespace(**{f.name: f.default for f in dataclasses.fields(Config)})
     flags.DEFINE_enum("mode", defaults.mode, MODES,
                       "What to run. pipeline = train, ensemble, distill, self_distill in order.")
     flags.DEFINE_string("workdir", defaults.workdir,

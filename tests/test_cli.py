@@ -1,0 +1,112 @@
+"""The real `tfkd` command, run as a subprocess on --smoke settings."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tfkd(*args, cwd=None):
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", "tfkd", *args], capture_output=True, text=True,
+                          env=env, cwd=cwd or ROOT, timeout=600)
+
+
+def ok(result):
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def result_names(workdir):
+    with open(os.path.join(workdir, "results.csv"), newline="") as f:
+        return [row["name"] for row in csv.DictReader(f)]
+
+
+def test_pipeline_smoke_writes_every_artifact(tmp_path):
+    workdir = str(tmp_path / "run")
+    out = ok(tfkd("--smoke", f"--workdir={workdir}"))
+    assert "| model | kind |" in out.stdout  # the table is printed at the end
+    assert "[5/5] self_distilled_1_g1" in out.stderr  # one progress line per model
+    for name in ("member_0", "member_1", "distilled", "self_distilled_0_g1",
+                 "self_distilled_1_g1"):
+        assert os.path.getsize(os.path.join(workdir, "models", f"{name}.keras")) > 0
+        record = json.load(open(os.path.join(workdir, "metrics", f"{name}.json")))
+        assert 0.0 <= record["row"]["test_accuracy"] <= 1.0
+        assert record["history"]["loss"], "training history is recorded"
+        assert os.listdir(os.path.join(workdir, "logs", name)), "TensorBoard logs"
+    for name in ("ensemble", "self_distilled_ensemble"):
+        assert os.path.exists(os.path.join(workdir, "metrics", f"{name}.json"))
+    for ext in ("md", "csv", "json", "png"):
+        assert os.path.getsize(os.path.join(workdir, f"results.{ext}")) > 0
+    names = result_names(workdir)
+    assert names[:3] == ["member_0", "member_1", "members mean ± std"]
+    assert {"ensemble", "distilled", "self_distilled_ensemble"} <= set(names)
+    config = json.load(open(os.path.join(workdir, "config.json")))
+    assert config["config"]["epochs"] == 1 and config["versions"]["tensorflow"]
+
+    # A second run reuses every finished model instead of retraining it.
+    before = os.path.getmtime(os.path.join(workdir, "models", "member_0.keras"))
+    again = ok(tfkd("--smoke", f"--workdir={workdir}"))
+    assert "(reused)" in again.stderr
+    assert os.path.getmtime(os.path.join(workdir, "models", "member_0.keras")) == before
+
+
+def test_each_mode_on_its_own(tmp_path):
+    workdir = str(tmp_path / "run")
+    common = ["--smoke", f"--workdir={workdir}", "--dataset=mnist1d", "--model=mlp"]
+    ok(tfkd("--mode=train", *common))
+    assert sorted(os.listdir(os.path.join(workdir, "models"))) == [
+        "member_0.keras", "member_1.keras"]
+    ok(tfkd("--mode=ensemble", *common))
+    assert "ensemble" in result_names(workdir)
+    ok(tfkd("--mode=distill", *common, "--alpha=0.2", "--temperature=2"))
+    assert "distilled" in result_names(workdir)
+    ok(tfkd("--mode=self_distill", *common, "--self_distill_steps=2"))
+    names = result_names(workdir)
+    for name in ("self_distilled_0_g1", "self_distilled_0_g2", "self_distilled_1_g2",
+                 "self_distilled_ensemble"):
+        assert name in names
+    record = json.load(open(os.path.join(workdir, "metrics", "self_distilled_1_g2.json")))
+    assert record["row"]["teacher"] == "self_distilled_1_g1"
+
+
+def test_distill_from_another_teacher_dir_with_flagfile(tmp_path):
+    teachers = str(tmp_path / "teachers")
+    ok(tfkd("--smoke", "--mode=train", f"--workdir={teachers}"))
+    student = str(tmp_path / "student")
+    ok(tfkd("--smoke", "--flagfile=flags/digits_cnn.flags", "--mode=distill",
+            f"--workdir={student}", f"--teacher_dir={teachers}"))
+    assert os.listdir(os.path.join(student, "models")) == ["distilled.keras"]
+
+
+@pytest.mark.parametrize("args,named,accepted", [
+    (["--mode=pretrain"], "pretrain", "pipeline|train|ensemble|distill|self_distill"),
+    (["--dataset=cifar1000"], "cifar1000", "digits, mnist1d"),
+    (["--model=vgg99"], "vgg99", "cnn, mlp"),
+    (["--optimizer=lion"], "lion", "adam|adamw|sgd"),
+    (["--num_models=-3"], "-3", ">= 1"),
+    (["--epochs=0"], "0", ">= 1"),
+    (["--alpha=1.5"], "1.5", "[0, 1]"),
+    (["--temperature=0"], "0", "> 0"),
+    (["--distillation_loss=cosine"], "cosine", "kl, probability_mse"),
+    (["--mode=distill", "--teacher_dir=/nonexistent/teachers"], "/nonexistent/teachers",
+     "--mode=train"),
+    (["stray_argument"], "stray_argument", "--flag"),
+])
+def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, args, named, accepted):
+    result = tfkd(f"--workdir={tmp_path / 'run'}", "--smoke", *args)
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("tfkd: error:")]
+    assert len(errors) == 1, result.stderr[-2000:]
+    assert named in errors[0] and accepted in errors[0], errors[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_help_lists_the_modes():
+    result = tfkd("--helpfull")  # absl exits with 1 after printing help
+    assert "--mode" in result.stdout and "self_distill" in result.stdout
