@@ -336,3 +336,19 @@ def test_teachers_with_other_input_shape():
 def test_hint_layer_missing(teachers):
     with pytest.raises(ValueError, match="the student has no layer named 'nope'"):
         Distiller(make_tiny_cnn(0), teachers, hint=Hint("nope", "features"))
+
+
+def test_keras_callbacks_know_metric_directions(digits, teachers):
+    x, y = digits
+    distiller = Distiller(make_tiny_cnn(6), teachers, alpha=0.5)
+    distiller.compile(optimizer="adam")
+    checkpoint = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=10)
+    history = distiller.fit(x[:128], y[:128], validation_data=(x[128:192], y[128:192]),
+                            epochs=2, verbose=0, callbacks=[checkpoint])
+    assert checkpoint.monitor_op is not None and len(history.history["val_accuracy"]) == 2
+
+
+def test_compile_refuses_a_loss(teachers):
+    distiller = Distiller(make_tiny_cnn(6), teachers)
+    with pytest.raises(ValueError, match="builds its own loss"):
+        distiller.compile(optimizer="adam", loss="mse")

@@ -18,7 +18,6 @@ import dataclasses
 import keras
 import tensorflow as tf
 from keras import ops
-from keras.src.losses.loss import scale_loss_for_distribution, unscale_loss_for_distribution
 
 from tfkd import losses as losses_lib
 from tfkd import metrics as metrics_lib
@@ -26,6 +25,10 @@ from tfkd.ensemble import AVERAGES, Ensemble, average_logits, check_compatible
 
 INPUTS_KEY = "inputs"
 TEACHER_LOGITS_KEY = "teacher_logits"
+
+
+def _replicas():
+    return tf.distribute.get_strategy().num_replicas_in_sync
 
 
 def with_teacher_logits(inputs, teacher_logits):
@@ -132,12 +135,18 @@ class Distiller(keras.Model):
         self.seed = seed
         self._build_hint()
 
-        self.total_loss_tracker = keras.metrics.Mean(name="loss")
-        self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
-        self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
-        self.hint_loss_tracker = keras.metrics.Mean(name="hint_loss") if self.hint else None
-        self.accuracy_metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-        self.agreement_metric = metrics_lib.TeacherAgreement(name="teacher_agreement")
+        # NOTE: accuracy and any other label metrics come from compile(metrics=...),
+        # so that Keras callbacks (EarlyStopping, ModelCheckpoint) know their direction.
+        with_teachers = self.teachers is not None or self.alpha < 1.0
+        self._trackers = {
+            "loss": keras.metrics.Mean(name="loss"),
+            "student_loss": keras.metrics.Mean(name="student_loss"),
+            "distillation_loss": (keras.metrics.Mean(name="distillation_loss")
+                                  if with_teachers else None),
+            "hint_loss": keras.metrics.Mean(name="hint_loss") if self.hint else None,
+            "teacher_agreement": (metrics_lib.TeacherAgreement(name="teacher_agreement")
+                                  if with_teachers else None),
+        }
 
     # -- construction helpers ------------------------------------------------
 
@@ -247,9 +256,22 @@ class Distiller(keras.Model):
             weighted.append(self.hint.weight * terms["hint_loss"])
         regularization = self.student.losses
         if regularization:
-            weighted.append(scale_loss_for_distribution(ops.sum(regularization)))
+            # Keras Loss objects divide by the replica count; these raw sums must too.
+            weighted.append(ops.sum(regularization) / _replicas())
         terms["loss"] = weighted[0] if len(weighted) == 1 else ops.sum(ops.stack(weighted))
         return terms
+
+    def compile(self, optimizer="adam", metrics=None, **kwargs):
+        """keras.Model.compile without `loss`: the Distiller builds its own.
+
+        `metrics` compare the labels with the student's logits ("accuracy" by default).
+        """
+        if kwargs.get("loss") is not None:
+            raise ValueError("the Distiller builds its own loss; set student_loss= and "
+                             "distillation_loss= in its constructor instead of compile(loss=)")
+        kwargs.pop("loss", None)
+        super().compile(optimizer=optimizer, metrics=["accuracy"] if metrics is None else metrics,
+                        **kwargs)
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -265,7 +287,7 @@ class Distiller(keras.Model):
         trainable_weights = self.trainable_weights
         gradients = tape.gradient(loss, trainable_weights)
         self.optimizer.apply_gradients(zip(gradients, trainable_weights))
-        return self._update_metrics(terms, y, student_logits, teacher_logits, sample_weight)
+        return self._update_metrics(x, terms, y, student_logits, teacher_logits, sample_weight)
 
     def test_step(self, data):
         """The student's own metrics: loss is its ground-truth loss."""
@@ -275,35 +297,28 @@ class Distiller(keras.Model):
         if teacher_logits is None and self.teachers is not None:
             teacher_logits = self.teachers(inputs, training=False)
         terms = {"loss": self.student_loss(y, student_logits, sample_weight)}
-        return self._update_metrics(terms, y, student_logits, teacher_logits, sample_weight)
+        logs = self._update_metrics(x, terms, y, student_logits, teacher_logits, sample_weight)
+        return {k: v for k, v in logs.items()
+                if k not in ("student_loss", "distillation_loss", "hint_loss")}
 
-    def _update_metrics(self, terms, y, student_logits, teacher_logits, sample_weight):
+    def _update_metrics(self, x, terms, y, student_logits, teacher_logits, sample_weight):
         batch_size = ops.shape(student_logits)[0]
-        trackers = {
-            "loss": self.total_loss_tracker,
-            "student_loss": self.student_loss_tracker,
-            "distillation_loss": self.distillation_loss_tracker,
-            "hint_loss": self.hint_loss_tracker,
-        }
-        logs = {}
         for name, value in terms.items():
-            trackers[name].update_state(unscale_loss_for_distribution(value),
-                                        sample_weight=batch_size)
-            logs[name] = trackers[name].result()
-        self.accuracy_metric.update_state(y, student_logits, sample_weight=sample_weight)
-        logs["accuracy"] = self.accuracy_metric.result()
-        if teacher_logits is not None:
-            self.agreement_metric.update_state(student_logits, teacher_logits,
-                                               sample_weight=sample_weight)
-            logs["teacher_agreement"] = self.agreement_metric.result()
-        return logs
+            # Loss values come divided by the replica count; the trackers show the
+            # global-batch loss, as Keras's own loss tracker does.
+            self._trackers[name].update_state(value * _replicas(), sample_weight=batch_size)
+        agreement = self._trackers["teacher_agreement"]
+        if teacher_logits is not None and agreement is not None:
+            agreement.update_state(student_logits, teacher_logits, sample_weight=sample_weight)
+        return self.compute_metrics(x, y, student_logits, sample_weight)
 
     @property
     def metrics(self):
-        trackers = [self.total_loss_tracker, self.student_loss_tracker,
-                    self.distillation_loss_tracker, self.hint_loss_tracker,
-                    self.accuracy_metric, self.agreement_metric]
-        return [m for m in trackers if m is not None]
+        own = [m for m in self._trackers.values() if m is not None]
+        # Keras adds a "loss" tracker of its own in compile(); ours is the one updated.
+        keras_metrics = [m for m in super().metrics
+                         if m.name != "loss" and not any(m is o for o in own)]
+        return own + keras_metrics
 
     # -- serialisation -------------------------------------------------------
 

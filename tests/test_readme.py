@@ -1,0 +1,30 @@
+"""The README's library example runs as written."""
+
+import os
+import re
+
+import keras
+import numpy as np
+
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+
+
+def readme_example(name):
+    text = open(README, encoding="utf-8").read()
+    match = re.search(rf"<!-- example: {name} -->\s*```python\n(.*?)```", text, re.S)
+    assert match, f"README has no example named {name!r}"
+    return match.group(1)
+
+
+def test_distill_example_runs_and_student_is_good(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(readme_example("distill"), "README.md example", "exec"), namespace)
+    data, distiller = namespace["data"], namespace["distiller"]
+    assert len(distiller.teachers.members) == 3
+    result = distiller.evaluate(data.x_test, data.y_test, return_dict=True, verbose=0)
+    assert result["accuracy"] > 0.9
+    loaded = keras.saving.load_model(tmp_path / "student.keras")
+    np.testing.assert_allclose(loaded.predict(data.x_test[:32], verbose=0),
+                               namespace["student"].predict(data.x_test[:32], verbose=0),
+                               rtol=1e-6)
