@@ -17,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
-from tfkd.config import MODES, OPTIMIZERS, Config, ConfigError  # noqa: E402
+from tfkd.config import LR_SCHEDULES, MODES, OPTIMIZERS, Config, ConfigError  # noqa: E402
 
 FLAGS = flags.FLAGS
 EXIT_USAGE = 2
@@ -43,7 +43,9 @@ def define_flags():
     flags.DEFINE_integer("batch_size", defaults.batch_size, "Global batch size.")
     flags.DEFINE_enum("optimizer", defaults.optimizer, OPTIMIZERS,
                       "Optimiser (sgd uses nesterov momentum 0.9).")
-    flags.DEFINE_float("learning_rate", defaults.learning_rate, "Learning rate.")
+    flags.DEFINE_float("learning_rate", defaults.learning_rate, "(Peak) learning rate.")
+    flags.DEFINE_enum("lr_schedule", defaults.lr_schedule, LR_SCHEDULES,
+                      "cosine: decay to 0 over the run's epochs; constant: no schedule.")
     flags.DEFINE_float("temperature", defaults.temperature,
                        "Distillation temperature T > 0 (soft targets softmax(logits / T)).")
     flags.DEFINE_float("alpha", defaults.alpha,

@@ -5,6 +5,7 @@ from typing import Optional
 
 MODES = ("pipeline", "train", "ensemble", "distill", "self_distill")
 OPTIMIZERS = ("adam", "adamw", "sgd")
+LR_SCHEDULES = ("cosine", "constant")
 
 
 class ConfigError(ValueError):
@@ -29,8 +30,9 @@ class Config:
     batch_size: int = 64
     optimizer: str = "adam"
     learning_rate: float = 3e-3
+    lr_schedule: str = "cosine"
     temperature: float = 4.0
-    alpha: float = 0.5
+    alpha: float = 0.1
     distillation_loss: str = "kl"
     teacher_average: str = "logits"
     self_distill_steps: int = 1
@@ -48,6 +50,7 @@ class Config:
         _choice("dataset", self.dataset, sorted(DATASETS))
         _choice("model", self.model, sorted(MODELS))
         _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _choice("distillation_loss", self.distillation_loss, sorted(DISTILLATION_LOSSES))
         _choice("teacher_average", self.teacher_average, AVERAGES)
         for field in ("num_models", "epochs", "batch_size", "self_distill_steps"):

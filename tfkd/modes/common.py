@@ -27,12 +27,18 @@ def load_splits(config):
     return splits
 
 
-def make_optimizer(config):
+def make_optimizer(config, steps_per_epoch):
+    learning_rate = config.learning_rate
+    if config.lr_schedule == "cosine":
+        # Decaying to zero makes the last epoch's weights a settled point rather
+        # than wherever a constant step size happened to leave them.
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            config.learning_rate, decay_steps=config.epochs * steps_per_epoch)
     if config.optimizer == "adam":
-        return keras.optimizers.Adam(config.learning_rate)
+        return keras.optimizers.Adam(learning_rate)
     if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(config.learning_rate)
-    return keras.optimizers.SGD(config.learning_rate, momentum=0.9, nesterov=True)
+        return keras.optimizers.AdamW(learning_rate)
+    return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True)
 
 
 def new_model(config, splits, seed, name):
@@ -98,7 +104,8 @@ def fit_model(config, workdir, splits, *, name, kind, seed, teachers=None, teach
                               distillation_loss=config.distillation_loss, seed=seed)
     except ValueError as e:
         raise ConfigError(f"cannot train {name}: {e}") from None
-    distiller.compile(optimizer=make_optimizer(config))
+    steps_per_epoch = -(-len(splits.x_train) // config.batch_size)
+    distiller.compile(optimizer=make_optimizer(config, steps_per_epoch))
     train = make_tf_dataset(splits.x_train, splits.y_train, batch_size=config.batch_size,
                             shuffle=True, seed=seed, teacher_logits=teacher_logits)
     val = make_tf_dataset(splits.x_val, splits.y_val, batch_size=512)
