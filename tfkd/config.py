@@ -30,7 +30,7 @@ class Config:
     batch_size: int = 64
     optimizer: str = "adam"
     learning_rate: float = 3e-3
-    lr_schedule: str = "cosine"
+    lr_schedule: str = "constant"
     temperature: float = 4.0
     alpha: float = 0.1
     distillation_loss: str = "kl"
