@@ -14,6 +14,7 @@ teacher's features, which the cache does not hold).
 """
 
 import dataclasses
+import numbers
 
 import keras
 import tensorflow as tf
@@ -117,7 +118,7 @@ class Distiller(keras.Model):
         super().__init__(**kwargs)
         if not isinstance(student, keras.Model):
             raise ValueError(f"student must be a keras.Model, got {type(student).__name__}")
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1] (the ground-truth weight), got {alpha!r}")
         self.alpha = float(alpha)
         self.temperature = losses_lib._check_temperature(temperature)

@@ -84,6 +84,14 @@ class Ensemble(keras.Model):
         check_compatible(members, [f"ensemble member {i}" for i in range(len(members))])
         self.members = members
         self.average = average
+        if all(member.built for member in members):
+            self.built = True
+
+    def build(self, input_shape=None):
+        for member in self.members:
+            if not member.built and input_shape is not None:
+                member.build(input_shape)
+        self.built = True
 
     def call(self, inputs, training=False):
         return average_logits(self.member_logits(inputs, training=training), self.average)

@@ -12,12 +12,14 @@ student's, both logits. A teacher ensemble averaged in probability space hands
 over log-probabilities, which are valid logits for everything below.
 """
 
+import numbers
+
 import keras
 from keras import ops
 
 
 def _check_temperature(temperature):
-    if not isinstance(temperature, (int, float)) or not temperature > 0:
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not temperature > 0:
         raise ValueError(
             f"temperature must be a number > 0, got {temperature!r}"
         )
