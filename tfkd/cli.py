@@ -10,13 +10,16 @@ Flags in, a `Config` out, then one mode function does the work:
 import argparse
 import dataclasses
 import os
+import shutil
 import sys
+import tempfile
 
 # Before TensorFlow loads: its C++ start-up chatter would bury the progress lines.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
+from tfkd import runtime  # noqa: E402
 from tfkd.config import LR_SCHEDULES, MODES, OPTIMIZERS, Config, ConfigError  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -57,6 +60,21 @@ def define_flags():
                         "How members are averaged: logits or probabilities.")
     flags.DEFINE_integer("self_distill_steps", defaults.self_distill_steps,
                          "Generations per self-distillation chain (one chain per member).")
+    flags.DEFINE_boolean("teacher_cache", defaults.teacher_cache,
+                         "Compute each teacher's logits once, keep them in <workdir>/cache "
+                         "(float16) and train students without any teacher forward pass.")
+    flags.DEFINE_enum("strategy", defaults.strategy, runtime.STRATEGIES,
+                      "auto: MirroredStrategy over all local GPUs when there are several, one "
+                      "device otherwise. multi_worker: MultiWorkerMirroredStrategy from "
+                      "TF_CONFIG. --batch_size is the global batch, split over replicas.")
+    flags.DEFINE_integer("num_cpu_devices", defaults.num_cpu_devices,
+                         "Split the CPU into this many logical devices (to try "
+                         "--strategy=mirrored without GPUs).")
+    flags.DEFINE_boolean("jit_compile", defaults.jit_compile,
+                         "Compile training steps with XLA (turned off, with a warning, where "
+                         "TensorFlow cannot: MirroredStrategy over several CPU devices).")
+    flags.DEFINE_enum("precision", defaults.precision, runtime.PRECISIONS,
+                      "Keras dtype policy for every model.")
     flags.DEFINE_boolean("smoke", defaults.smoke,
                          "Shrink the run to seconds (1 epoch, <= 2 members, 256 examples); "
                          "for tests.")
@@ -89,27 +107,51 @@ def main(argv):
     # Deferred: importing TensorFlow takes seconds that --help should not cost.
     from tfkd import report
     from tfkd.modes import MODES as MODE_FUNCTIONS
-    from tfkd.workdir import Workdir, write_json
+    from tfkd.workdir import Workdir
 
     _quiet_logging()
     try:
         config = config_from_flags()
-        workdir = Workdir(config.workdir).create()
-        write_json(workdir.path("config.json"), {"config": config.to_dict(),
-                                                  "versions": _versions()})
-        logging.info("tfkd: mode=%s dataset=%s model=%s workdir=%s", config.mode,
-                     config.dataset, config.model, workdir.root)
-        MODE_FUNCTIONS[config.mode](config, workdir)
+        scratch = None if runtime.is_chief() else tempfile.mkdtemp(prefix="tfkd_worker_")
+        workdir = Workdir(config.workdir, scratch=scratch).create()
     except ConfigError as e:
         _fail(str(e))
     except (NotADirectoryError, PermissionError, FileExistsError) as e:
         _fail(f"cannot use workdir {FLAGS.workdir!r}: {e}")
+    try:
+        runtime.split_cpu(config.num_cpu_devices)
+        runtime.set_precision(config.precision)
+        strategy = runtime.make_strategy(config.strategy)
+    except ValueError as e:
+        _fail(str(e))
+    workdir_write_config(workdir, config)
+    logging.info("tfkd: mode=%s dataset=%s model=%s strategy=%s (%d replicas) workdir=%s",
+                 config.mode, config.dataset, config.model, type(strategy).__name__,
+                 strategy.num_replicas_in_sync, workdir.root)
+    try:
+        with strategy.scope():
+            MODE_FUNCTIONS[config.mode](config, workdir)
+    except ConfigError as e:
+        _fail(str(e))
+    finally:
+        if workdir.scratch:
+            shutil.rmtree(workdir.scratch, ignore_errors=True)
+    if not workdir.writable:
+        return
     rows = [record["row"] for record in workdir.all_metrics()]
     markdown = report.write_report(rows, workdir.root,
                                    title=f"{config.dataset} / {config.model}")
     print(markdown)
     print(f"\nResults table, CSV and chart: {workdir.path('results.md')}, "
           f"results.csv, results.png")
+
+
+def workdir_write_config(workdir, config):
+    if workdir.writable:
+        from tfkd.workdir import write_json
+
+        write_json(workdir.path("config.json"), {"config": config.to_dict(),
+                                                  "versions": _versions()})
 
 
 def _quiet_logging():

@@ -36,6 +36,11 @@ class Config:
     distillation_loss: str = "kl"
     teacher_average: str = "logits"
     self_distill_steps: int = 1
+    teacher_cache: bool = True
+    strategy: str = "auto"
+    num_cpu_devices: int = 1
+    jit_compile: bool = False
+    precision: str = "float32"
     smoke: bool = False
     verbose: int = 0
 
@@ -45,6 +50,7 @@ class Config:
         from tfkd.losses import DISTILLATION_LOSSES
         from tfkd.ensemble import AVERAGES
         from tfkd.models import MODELS
+        from tfkd.runtime import PRECISIONS, STRATEGIES
 
         _choice("mode", self.mode, MODES)
         _choice("dataset", self.dataset, sorted(DATASETS))
@@ -53,7 +59,10 @@ class Config:
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _choice("distillation_loss", self.distillation_loss, sorted(DISTILLATION_LOSSES))
         _choice("teacher_average", self.teacher_average, AVERAGES)
-        for field in ("num_models", "epochs", "batch_size", "self_distill_steps"):
+        _choice("strategy", self.strategy, STRATEGIES)
+        _choice("precision", self.precision, PRECISIONS)
+        for field in ("num_models", "epochs", "batch_size", "self_distill_steps",
+                      "num_cpu_devices"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{field} must be a whole number >= 1, got {value!r}")

@@ -32,6 +32,12 @@ def _replicas():
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
+def _multi_worker(strategy):
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.cluster_resolver is not None
+            and len(strategy.extended.worker_devices) < strategy.num_replicas_in_sync)
+
+
 def with_teacher_logits(inputs, teacher_logits):
     """Packs inputs and precomputed teacher logits the way the Distiller reads them."""
     return {INPUTS_KEY: inputs, TEACHER_LOGITS_KEY: teacher_logits}
@@ -288,7 +294,8 @@ class Distiller(keras.Model):
         trainable_weights = self.trainable_weights
         gradients = tape.gradient(loss, trainable_weights)
         self.optimizer.apply_gradients(zip(gradients, trainable_weights))
-        return self._update_metrics(x, terms, y, student_logits, teacher_logits, sample_weight)
+        logs = self._update_metrics(x, terms, y, student_logits, teacher_logits, sample_weight)
+        return self._shape_logs(logs)
 
     def test_step(self, data):
         """The student's own metrics: loss is its ground-truth loss."""
@@ -299,8 +306,32 @@ class Distiller(keras.Model):
             teacher_logits = self.teachers(inputs, training=False)
         terms = {"loss": self.student_loss(y, student_logits, sample_weight)}
         logs = self._update_metrics(x, terms, y, student_logits, teacher_logits, sample_weight)
-        return {k: v for k, v in logs.items()
-                if k not in ("student_loss", "distillation_loss", "hint_loss")}
+        return self._shape_logs({k: v for k, v in logs.items()
+                                 if k not in ("student_loss", "distillation_loss", "hint_loss")})
+
+    # NOTE: the two methods below work around Keras 3's TensorFlow trainer under
+    # MultiWorkerMirroredStrategy (keras-team/keras#20585): it averages the first
+    # distributed batch across workers to build the model, and reduces the per-step
+    # logs with strategy.reduce("MEAN", v, axis=0), which fails on scalars.
+
+    def _shape_logs(self, logs):
+        """Per-step logs with a leading dimension of 1 across workers, so axis 0 exists."""
+        if not _multi_worker(self.distribute_strategy):
+            return logs
+        return {k: ops.reshape(v, (1,)) for k, v in logs.items()}
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        strategy = self.distribute_strategy
+        if iterator is not None and _multi_worker(strategy):
+            for _, _, batches in iterator:
+                # One local replica's batch builds the model as well as an average would.
+                data_batch = tf.nest.map_structure(
+                    lambda v: (strategy.experimental_local_results(v)[0]
+                               if isinstance(v, tf.distribute.DistributedValues) else v),
+                    next(batches))
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def _update_metrics(self, x, terms, y, student_logits, teacher_logits, sample_weight):
         batch_size = ops.shape(student_logits)[0]

@@ -51,35 +51,57 @@ def read_json(path):
 
 
 class Workdir:
-    """Paths of a workdir's artifacts, and atomic writers for them."""
+    """Paths of a workdir's artifacts, and atomic writers for them.
 
-    def __init__(self, root):
+    A non-chief worker of a cluster passes `scratch`, a private directory: it
+    writes its own copies there (never into the chief's workdir) and reads its
+    own copies first, the chief's otherwise. So every worker sees the same
+    finished models at start and its own the moment it finishes one, without
+    waiting for the chief's files.
+    """
+
+    def __init__(self, root, scratch=None):
         self.root = os.path.abspath(os.fspath(root))
+        self.scratch = os.path.abspath(scratch) if scratch else None
+
+    @property
+    def writable(self):
+        """Whether this process writes the workdir itself (logs, reports, config)."""
+        return self.scratch is None
 
     def create(self):
-        if os.path.exists(self.root) and not os.path.isdir(self.root):
-            raise NotADirectoryError(f"workdir {self.root} exists and is not a directory")
-        for sub in ("models", "metrics", "logs"):
-            os.makedirs(os.path.join(self.root, sub), exist_ok=True)
+        for top in filter(None, (self.root, self.scratch)):
+            if os.path.exists(top) and not os.path.isdir(top):
+                raise NotADirectoryError(f"workdir {top} exists and is not a directory")
+        for sub in ("models", "metrics", "logs", "cache"):
+            os.makedirs(os.path.join(self.scratch or self.root, sub), exist_ok=True)
         return self
 
     def path(self, *parts):
         return os.path.join(self.root, *parts)
 
+    def _read(self, *parts):
+        if self.scratch and os.path.exists(os.path.join(self.scratch, *parts)):
+            return os.path.join(self.scratch, *parts)
+        return self.path(*parts)
+
+    def _write(self, *parts):
+        return os.path.join(self.scratch or self.root, *parts)
+
     def model_path(self, name):
-        return self.path("models", f"{name}.keras")
+        return self._read("models", f"{name}.keras")
 
     def metrics_path(self, name):
-        return self.path("metrics", f"{name}.json")
+        return self._read("metrics", f"{name}.json")
 
     def logs_path(self, name):
-        return self.path("logs", name)
+        return self._write("logs", name)
 
     def has_model(self, name):
         return os.path.exists(self.model_path(name)) and os.path.exists(self.metrics_path(name))
 
     def save_model(self, model, name):
-        with atomic_path(self.model_path(name)) as tmp:
+        with atomic_path(self._write("models", f"{name}.keras")) as tmp:
             model.save(tmp)
 
     def load_model(self, name):
@@ -88,7 +110,7 @@ class Workdir:
         return keras.saving.load_model(self.model_path(name), compile=False)
 
     def write_metrics(self, name, record):
-        write_json(self.metrics_path(name), record)
+        write_json(self._write("metrics", f"{name}.json"), record)
 
     def read_metrics(self, name):
         return read_json(self.metrics_path(name))

@@ -39,23 +39,27 @@ def main(argv):
     base = cli.config_from_flags()
     splits = common.load_splits(base)
     teacher_dirs = [Workdir(d) for d in FLAGS.teacher_dirs]
-    ensembles = [Ensemble(common.load_members(base, d), average=base.teacher_average,
-                          name="teachers") for d in teacher_dirs]
+    loaded = [common.load_members(base, d) for d in teacher_dirs]
+    ensembles = [(Ensemble(members, average=base.teacher_average, name="teachers"), paths)
+                 for members, paths in loaded]
     member_test = [d.read_metrics(n)["row"]["test_accuracy"]
                    for d in teacher_dirs for n in common.member_names(base)]
     print(f"members: test {100 * np.mean(member_test):.2f}% (mean of {len(member_test)})")
     print("| alpha | T | val acc (%) | test acc (%) | students |")
     print("|---|---|---:|---:|---:|")
+    # One scratch workdir for the whole grid: each ensemble's logits are cached once.
+    scratch = tempfile.TemporaryDirectory(prefix="tfkd_sweep_")
+    workdir = Workdir(scratch.name).create()
     for alpha, temperature in itertools.product(map(float, FLAGS.alphas),
                                                 map(float, FLAGS.temperatures)):
         config = dataclasses.replace(base, alpha=alpha, temperature=temperature)
         val, test = [], []
-        for k, teachers in enumerate(ensembles):
+        for k, (teachers, paths) in enumerate(ensembles):
             for seed in map(int, FLAGS.student_seeds):
-                with tempfile.TemporaryDirectory(prefix="tfkd_sweep_") as scratch:
-                    _, row = common.fit_model(config, Workdir(scratch).create(), splits,
-                                              name="student", kind="distilled",
-                                              seed=seed + 10 * k, teachers=teachers)
+                _, row = common.fit_model(
+                    config, workdir, splits, name=f"student_{alpha:g}_{temperature:g}_{k}_{seed}",
+                    kind="distilled", seed=seed + 10 * k, teachers=teachers,
+                    teacher_name=f"ensemble_{k}", teacher_paths=paths)
                 val.append(row["val_accuracy"])
                 test.append(row["test_accuracy"])
         print(f"| {alpha:g} | {temperature:g} | {100 * np.mean(val):.2f} | "

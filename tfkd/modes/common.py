@@ -4,9 +4,10 @@ import dataclasses
 import time
 
 import keras
+import tensorflow as tf
 from absl import logging
 
-from tfkd import metrics
+from tfkd import cache, metrics, runtime
 from tfkd.config import ConfigError
 from tfkd.data import load_dataset, make_tf_dataset
 from tfkd.distiller import Distiller
@@ -78,10 +79,12 @@ class Progress:
 
 
 def fit_model(config, workdir, splits, *, name, kind, seed, teachers=None, teacher_name=None,
-              generation=None, progress=None):
+              teacher_paths=None, generation=None, progress=None):
     """Trains one model through the Distiller (alpha = 1 without teachers) and saves it.
 
-    A model already finished in the workdir is loaded instead of retrained.
+    A model already finished in the workdir is loaded instead of retrained. With
+    `teacher_paths` (the teachers' .keras files) and config.teacher_cache, the
+    teachers' logits come from the workdir's cache and no teacher runs in training.
     Returns (model, result row).
     """
     if workdir.has_model(name):
@@ -94,24 +97,28 @@ def fit_model(config, workdir, splits, *, name, kind, seed, teachers=None, teach
     keras.utils.set_random_seed(seed)
     student = new_model(config, splits, seed, name)
     alpha = 1.0 if teachers is None else config.alpha
-    teacher_logits = None
-    if teachers is not None:
-        # Without augmentation the teachers' outputs on the training set never
-        # change: compute them once instead of on every step of every epoch.
-        teacher_logits = teachers.predict(splits.x_train, batch_size=512, verbose=0)
+    train_logits = val_logits = None
+    online_teachers = teachers
+    if teachers is not None and config.teacher_cache and teacher_paths:
+        train_logits, val_logits = teacher_logits(config, workdir, splits, teachers,
+                                                  teacher_name, teacher_paths)
+        online_teachers = None
     try:
-        distiller = Distiller(student, teachers, alpha=alpha, temperature=config.temperature,
+        distiller = Distiller(student, online_teachers, alpha=alpha,
+                              temperature=config.temperature,
                               distillation_loss=config.distillation_loss, seed=seed)
     except ValueError as e:
         raise ConfigError(f"cannot train {name}: {e}") from None
     steps_per_epoch = -(-len(splits.x_train) // config.batch_size)
-    distiller.compile(optimizer=make_optimizer(config, steps_per_epoch))
+    distiller.compile(optimizer=make_optimizer(config, steps_per_epoch),
+                      jit_compile=runtime.resolve_jit_compile(config.jit_compile,
+                                                              tf.distribute.get_strategy()))
     train = make_tf_dataset(splits.x_train, splits.y_train, batch_size=config.batch_size,
-                            shuffle=True, seed=seed, teacher_logits=teacher_logits)
-    val = make_tf_dataset(splits.x_val, splits.y_val, batch_size=512)
-    history = distiller.fit(
-        train, validation_data=val, epochs=config.epochs, shuffle=False, verbose=config.verbose,
-        callbacks=[keras.callbacks.TensorBoard(workdir.logs_path(name))])
+                            shuffle=True, seed=seed, teacher_logits=train_logits)
+    val = make_tf_dataset(splits.x_val, splits.y_val, batch_size=512, teacher_logits=val_logits)
+    callbacks = [keras.callbacks.TensorBoard(workdir.logs_path(name))]
+    history = distiller.fit(train, validation_data=val, epochs=config.epochs, shuffle=False,
+                            verbose=config.verbose, callbacks=callbacks)
 
     row = {"name": name, "kind": kind, "seed": seed, "generation": generation,
            "teacher": teacher_name, **evaluate_model(student, splits)}
@@ -122,6 +129,19 @@ def fit_model(config, workdir, splits, *, name, kind, seed, teachers=None, teach
     if progress:
         progress.report(row, time.time() - started)
     return student, row
+
+
+def teacher_logits(config, workdir, splits, teachers, teacher_name, teacher_paths):
+    """The teachers' (train, validation) logits, from the workdir's cache or computed into it."""
+    if runtime.task_from_tf_config() is not None:
+        # In a cluster, predict is a collective op: every worker must run it, none may
+        # skip it by reading a file that only the chief writes.
+        return tuple(cache.predict_logits(teachers, x) for x in (splits.x_train, splits.x_val))
+    key = cache.fingerprint(teacher_paths, (config.dataset, config.smoke, len(splits.x_train),
+                                            len(splits.x_val)))
+    return tuple(
+        cache.cached_logits(teachers, x, workdir.path("cache", f"{teacher_name}-{key}.{split}.npy"))
+        for split, x in (("train", splits.x_train), ("val", splits.x_val)))
 
 
 def ensemble_row(config, workdir, splits, members, *, name, kind):
@@ -143,7 +163,8 @@ def member_names(config):
 
 
 def load_members(config, directory):
-    """The trained members in `directory` (a Workdir), or a ConfigError saying how to get them."""
+    """The trained members in `directory` (a Workdir) and their files, or a ConfigError
+    saying how to get them."""
     names = member_names(config)
     missing = [n for n in names if not directory.has_model(n)]
     if missing:
@@ -151,4 +172,4 @@ def load_members(config, directory):
             f"no trained teacher {missing[0]!r} in {directory.root} ({len(missing)} of "
             f"{len(names)} members missing); run --mode=train with --workdir={directory.root} "
             "first, or use --mode=pipeline")
-    return [directory.load_model(n) for n in names]
+    return [directory.load_model(n) for n in names], [directory.model_path(n) for n in names]

@@ -8,10 +8,11 @@ from tfkd.workdir import Workdir
 def run(config, workdir, splits=None, progress=None):
     splits = splits or common.load_splits(config)
     teacher_dir = Workdir(config.teacher_dir) if config.teacher_dir else workdir
-    teachers = Ensemble(common.load_members(config, teacher_dir),
-                        average=config.teacher_average, name="teachers")
+    members, paths = common.load_members(config, teacher_dir)
+    teachers = Ensemble(members, average=config.teacher_average, name="teachers")
     progress = progress or common.Progress(1)
     _, row = common.fit_model(config, workdir, splits, name="distilled", kind="distilled",
                               seed=config.seed + config.num_models, teachers=teachers,
-                              teacher_name="ensemble", progress=progress)
+                              teacher_name="ensemble", teacher_paths=paths,
+                              progress=progress)
     return [row]

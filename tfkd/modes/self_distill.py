@@ -14,19 +14,19 @@ def chain_name(member, generation):
 
 def run(config, workdir, splits=None, progress=None):
     splits = splits or common.load_splits(config)
-    members = common.load_members(config, workdir)
+    members, paths = common.load_members(config, workdir)
     progress = progress or common.Progress(config.num_models * config.self_distill_steps)
     rows, last_generation = [], []
-    for i, teacher in enumerate(members):
+    for i, (teacher, teacher_path) in enumerate(zip(members, paths)):
         teacher_name = common.member_names(config)[i]
         for g in range(1, config.self_distill_steps + 1):
             name = chain_name(i, g)
             teacher, row = common.fit_model(
                 config, workdir, splits, name=name, kind="self_distilled",
                 seed=config.seed + 100 * g + i, teachers=teacher, teacher_name=teacher_name,
-                generation=g, progress=progress)
+                teacher_paths=[teacher_path], generation=g, progress=progress)
             rows.append(row)
-            teacher_name = name
+            teacher_name, teacher_path = name, workdir.model_path(name)
         last_generation.append(teacher)
     if len(last_generation) > 1:
         _, row = common.ensemble_row(config, workdir, splits, last_generation,

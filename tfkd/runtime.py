@@ -1,0 +1,95 @@
+"""Where and how models run: distribution strategy, XLA, numeric precision.
+
+Learning-rate rule: `--batch_size` is the GLOBAL batch, split evenly over the
+replicas, so changing the number of devices at a fixed batch size changes
+nothing else (the same updates, see tests). If you grow the global batch with
+the number of devices, scale the learning rate linearly with it (Goyal et al.,
+2017), with a few epochs of warm-up for large factors.
+"""
+
+import json
+import os
+
+from absl import logging
+
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+def split_cpu(num_devices):
+    """Splits the CPU into `num_devices` logical devices, so MirroredStrategy can be tried
+    without GPUs. Must run before TensorFlow initialises its runtime."""
+    import tensorflow as tf
+
+    if num_devices <= 1:
+        return
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(num_devices)])
+
+
+def task_from_tf_config():
+    """(task type, index) from TF_CONFIG, or None outside a cluster."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return None
+    task = json.loads(raw).get("task", {})
+    return task.get("type"), int(task.get("index", 0))
+
+
+def is_chief():
+    """Whether this process writes artifacts: the chief (or worker 0) of a cluster, or alone."""
+    task = task_from_tf_config()
+    return task is None or task[0] == "chief" or (task[0] == "worker" and task[1] == 0)
+
+
+def make_strategy(name):
+    """A tf.distribute strategy by name (see STRATEGIES)."""
+    import tensorflow as tf
+
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; choose one of: {', '.join(STRATEGIES)}")
+    if name == "multi_worker":
+        # NOTE: first, before anything lists devices: MultiWorkerMirroredStrategy must
+        # configure collective ops before the TensorFlow context initialises.
+        if task_from_tf_config() is None:
+            raise ValueError("strategy 'multi_worker' needs the TF_CONFIG environment "
+                             "variable (cluster and task) on every worker; see the README")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "auto":
+        name = "mirrored" if len(gpus) > 1 else "one_device"
+    if name == "one_device":
+        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    # Without GPUs, mirror over the logical CPUs (see split_cpu).
+    devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+    return tf.distribute.MirroredStrategy(devices)
+
+
+def resolve_jit_compile(jit_compile, strategy):
+    """XLA unless it is known to fail: MirroredStrategy over several CPU devices does."""
+    import tensorflow as tf
+
+    if not jit_compile:
+        return False
+    devices = strategy.extended.worker_devices
+    if strategy.num_replicas_in_sync > 1 and all("CPU" in d.upper() for d in devices):
+        logging.log_first_n(
+            logging.WARNING, "XLA is off: jit_compile with %s over %d CPU devices fails in TensorFlow %s "
+            "(\"Trying to access resource ... located in device\"); training without it.",
+            1, type(strategy).__name__, strategy.num_replicas_in_sync, tf.__version__)
+        return False
+    return True
+
+
+def set_precision(policy):
+    """Sets Keras's global dtype policy; models built afterwards compute in it.
+
+    Losses stay float32 (keras Loss objects cast their inputs) and the optimiser gets
+    dynamic loss scaling from Keras under mixed_float16.
+    """
+    import keras
+
+    if policy not in PRECISIONS:
+        raise ValueError(f"unknown precision {policy!r}; choose one of: {', '.join(PRECISIONS)}")
+    keras.mixed_precision.set_global_policy(policy)
