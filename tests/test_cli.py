@@ -110,3 +110,24 @@ def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, args, named, accepted)
 def test_help_lists_the_modes():
     result = tfkd("--helpfull")  # absl exits with 1 after printing help
     assert "--mode" in result.stdout and "self_distill" in result.stdout
+
+
+def test_workdir_with_other_settings_is_refused_unless_overwrite(tmp_path):
+    workdir = f"--workdir={tmp_path / 'run'}"
+    ok(tfkd("--smoke", "--mode=train", "--model=mlp", workdir))
+    ok(tfkd("--smoke", "--mode=distill", "--model=mlp", workdir))
+    model_file = tmp_path / "run" / "models" / "member_0.keras"
+    before = os.path.getmtime(model_file)
+
+    refused = tfkd("--smoke", "--mode=train", "--model=mlp", "--learning_rate=0.01", workdir)
+    assert refused.returncode == 2
+    assert "member_0 trained with learning_rate=0.003" in refused.stderr
+    assert "--overwrite" in refused.stderr
+    assert os.path.getmtime(model_file) == before  # nothing touched
+
+    ok(tfkd("--smoke", "--mode=train", "--model=mlp", "--learning_rate=0.01", "--overwrite",
+            workdir))
+    assert os.path.getmtime(model_file) != before
+    # The distilled student's teachers changed: it is stale now, and said so.
+    stale = tfkd("--smoke", "--mode=distill", "--model=mlp", workdir)
+    assert stale.returncode == 2 and "distilled trained with teachers=" in stale.stderr

@@ -23,11 +23,16 @@ from tfkd.workdir import atomic_path
 
 
 def fingerprint(teacher_paths, data_key):
-    """A short hash of the teacher files (path, size, mtime) and of what data they ran on."""
+    """A short hash of the teacher files' contents and of what data they ran on.
+
+    Contents, not paths or times: a workdir copied elsewhere keeps its caches, a
+    retrained teacher never reuses its predecessor's.
+    """
     digest = hashlib.sha1(repr(data_key).encode())
     for path in teacher_paths:
-        stat = os.stat(path)
-        digest.update(f"{os.path.abspath(path)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()[:12]
 
 

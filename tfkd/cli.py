@@ -75,6 +75,9 @@ def define_flags():
                          "TensorFlow cannot: MirroredStrategy over several CPU devices).")
     flags.DEFINE_enum("precision", defaults.precision, runtime.PRECISIONS,
                       "Keras dtype policy for every model.")
+    flags.DEFINE_boolean("overwrite", defaults.overwrite,
+                         "Retrain models in --workdir that were trained with other settings "
+                         "(without it, such a workdir is refused).")
     flags.DEFINE_boolean("smoke", defaults.smoke,
                          "Shrink the run to seconds (1 epoch, <= 2 members, 256 examples); "
                          "for tests.")

@@ -41,6 +41,7 @@ class Config:
     num_cpu_devices: int = 1
     jit_compile: bool = False
     precision: str = "float32"
+    overwrite: bool = False
     smoke: bool = False
     verbose: int = 0
 

@@ -1,6 +1,7 @@
 """What every mode shares: data, optimiser, one Distiller fit per model, evaluation, progress."""
 
 import dataclasses
+import json
 import time
 
 import keras
@@ -15,6 +16,12 @@ from tfkd.ensemble import Ensemble
 from tfkd.models import build_model
 
 SMOKE_EXAMPLES = 256
+
+# The settings a trained model depends on; a model in the workdir is reused only
+# when they match (plus its seed and its teachers).
+TRAINING_SETTINGS = ("dataset", "model", "epochs", "batch_size", "optimizer", "learning_rate",
+                     "lr_schedule", "precision", "smoke")
+DISTILLATION_SETTINGS = ("alpha", "temperature", "distillation_loss", "teacher_average")
 
 
 def load_splits(config):
@@ -87,7 +94,8 @@ def fit_model(config, workdir, splits, *, name, kind, seed, teachers=None, teach
     teachers' logits come from the workdir's cache and no teacher runs in training.
     Returns (model, result row).
     """
-    if workdir.has_model(name):
+    settings = model_settings(config, seed, teacher_name, teacher_paths, teachers is not None)
+    if workdir.has_model(name) and reusable(config, workdir, name, settings):
         row = workdir.read_metrics(name)["row"]
         if progress:
             progress.report(row)
@@ -124,11 +132,38 @@ def fit_model(config, workdir, splits, *, name, kind, seed, teachers=None, teach
            "teacher": teacher_name, **evaluate_model(student, splits)}
     history = {k: [float(v) for v in vs] for k, vs in history.history.items()}
     workdir.save_model(student, name)
-    workdir.write_metrics(name, {"row": row, "history": history,
+    workdir.write_metrics(name, {"row": row, "history": history, "settings": settings,
                                  "seconds": time.time() - started})
     if progress:
         progress.report(row, time.time() - started)
     return student, row
+
+
+def model_settings(config, seed, teacher_name, teacher_paths, distilled):
+    fields = TRAINING_SETTINGS + (DISTILLATION_SETTINGS if distilled else ())
+    settings = {field: getattr(config, field) for field in fields}
+    settings["seed"] = seed
+    if distilled:
+        settings["teachers"] = (cache.fingerprint(teacher_paths, ()) if teacher_paths
+                                else teacher_name)
+    return json.loads(json.dumps(settings))  # as it reads back from the metrics file
+
+
+def reusable(config, workdir, name, settings):
+    """True if the finished model `name` was trained with `settings`; with --overwrite a
+    mismatch means retrain, without it a ConfigError naming the first difference."""
+    stored = workdir.read_metrics(name).get("settings", {})
+    changed = [k for k in settings if stored.get(k) != settings[k]]
+    if not changed:
+        return True
+    if config.overwrite:
+        logging.info("%s: retraining (%s changed; --overwrite)", name, ", ".join(changed))
+        return False
+    field = changed[0]
+    raise ConfigError(
+        f"{workdir.root} already holds {name} trained with {field}={stored.get(field)!r}, "
+        f"but this run asks for {field}={settings[field]!r}; use another --workdir, or "
+        "--overwrite to retrain what differs")
 
 
 def teacher_logits(config, workdir, splits, teachers, teacher_name, teacher_paths):
