@@ -20,7 +20,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging  # noqa: E402
 
 from tfkd import runtime  # noqa: E402
-from tfkd.config import LR_SCHEDULES, MODES, OPTIMIZERS, Config, ConfigError  # noqa: E402
+from tfkd.config import (  # noqa: E402
+    CHECKPOINTS, LR_SCHEDULES, MODES, OPTIMIZERS, Config, ConfigError)
 
 FLAGS = flags.FLAGS
 EXIT_USAGE = 2
@@ -49,6 +50,9 @@ def define_flags():
     flags.DEFINE_float("learning_rate", defaults.learning_rate, "(Peak) learning rate.")
     flags.DEFINE_enum("lr_schedule", defaults.lr_schedule, LR_SCHEDULES,
                       "cosine: decay to 0 over the run's epochs; constant: no schedule.")
+    flags.DEFINE_enum("checkpoint", defaults.checkpoint, CHECKPOINTS,
+                      "Which weights a training run keeps: the last epoch's, or the epoch "
+                      "with the lowest validation loss.")
     flags.DEFINE_float("temperature", defaults.temperature,
                        "Distillation temperature T > 0 (soft targets softmax(logits / T)).")
     flags.DEFINE_float("alpha", defaults.alpha,
@@ -75,6 +79,9 @@ def define_flags():
                          "TensorFlow cannot: MirroredStrategy over several CPU devices).")
     flags.DEFINE_enum("precision", defaults.precision, runtime.PRECISIONS,
                       "Keras dtype policy for every model.")
+    flags.DEFINE_boolean("deterministic", defaults.deterministic,
+                         "Deterministic TensorFlow kernels: reruns with the same seed give "
+                         "identical numbers, even on a busy machine.")
     flags.DEFINE_boolean("overwrite", defaults.overwrite,
                          "Retrain models in --workdir that were trained with other settings "
                          "(without it, such a workdir is refused).")
@@ -124,12 +131,13 @@ def main(argv):
     try:
         runtime.split_cpu(config.num_cpu_devices)
         runtime.set_precision(config.precision)
+        runtime.set_deterministic(config.deterministic)
         strategy = runtime.make_strategy(config.strategy)
     except ValueError as e:
         _fail(str(e))
     workdir_write_config(workdir, config)
     logging.info("tfkd: mode=%s dataset=%s model=%s strategy=%s (%d replicas) workdir=%s",
-                 config.mode, config.dataset, config.model, type(strategy).__name__,
+                 config.mode, config.dataset, config.model, type(strategy).__name__.lstrip("_"),
                  strategy.num_replicas_in_sync, workdir.root)
     try:
         with strategy.scope():

@@ -6,6 +6,7 @@ from typing import Optional
 MODES = ("pipeline", "train", "ensemble", "distill", "self_distill")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("cosine", "constant")
+CHECKPOINTS = ("last", "best_val")
 
 
 class ConfigError(ValueError):
@@ -31,6 +32,7 @@ class Config:
     optimizer: str = "adam"
     learning_rate: float = 3e-3
     lr_schedule: str = "constant"
+    checkpoint: str = "last"
     temperature: float = 4.0
     alpha: float = 0.1
     distillation_loss: str = "kl"
@@ -41,6 +43,7 @@ class Config:
     num_cpu_devices: int = 1
     jit_compile: bool = False
     precision: str = "float32"
+    deterministic: bool = False
     overwrite: bool = False
     smoke: bool = False
     verbose: int = 0
@@ -58,6 +61,7 @@ class Config:
         _choice("model", self.model, sorted(MODELS))
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _choice("checkpoint", self.checkpoint, CHECKPOINTS)
         _choice("distillation_loss", self.distillation_loss, sorted(DISTILLATION_LOSSES))
         _choice("teacher_average", self.teacher_average, AVERAGES)
         _choice("strategy", self.strategy, STRATEGIES)

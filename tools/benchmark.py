@@ -191,9 +191,9 @@ class EpochLoopTimer(keras.callbacks.Callback):
     """Seconds from on_epoch_begin to on_epoch_end: the training steps, without fit's set-up
     and tear-down.
 
-    NOTE: on this machine `fit` sometimes waits up to ~0.15 s after its last step and its
-    `on_train_end` before it returns (TensorFlow runtime tear-down, not computation), which
-    rounds a ~0.1 s epoch's wall time up to ~0.145 or ~0.306 s. The step loop excludes that.
+    NOTE: on a 2-core CPU machine `fit` often sat idle (under 1 ms of CPU) for tens of ms,
+    up to ~0.15 s, after its last step and its `on_train_end`, before returning; that rounds
+    a ~0.1 s epoch's wall time up to ~0.145 or ~0.306 s. The step loop leaves it out.
     """
 
     seconds = None
@@ -229,7 +229,10 @@ def time_epochs(bench):
     return fit_times, loop_times, runs
 
 
-def profile_steps(bench, runs, rounds=15, calls=20):
+PROFILE_ROUNDS, PROFILE_CALLS = 15, 20
+
+
+def profile_steps(bench, runs, rounds=PROFILE_ROUNDS, calls=PROFILE_CALLS):
     """{name: median ms per call} of one training step per variant and of its parts.
 
     Every function is a tf.function on one fixed batch, called `calls` times in a row per
@@ -358,7 +361,10 @@ def main(argv):
     print("| variant | median epoch (s) | ratio to (a) | median step loop (s) | ratio to (a) "
           "| test accuracy (%) |")
     print("|---|---:|---:|---:|---:|---:|")
-    for key, label in VARIANTS.items():
+    labels = dict(VARIANTS)
+    if FLAGS.core_kd_loss == "default":
+        labels["d"] += ", default `LogitsDistillation` loss"
+    for key, label in labels.items():
         print(f"| {label} | {medians[key]:.3f} | {medians[key] / medians['a']:.2f} | "
               f"{loop_medians[key]:.3f} | {loop_medians[key] / loop_medians['a']:.2f} | "
               f"{percent(accuracies[key], n_test)} |")
@@ -401,8 +407,8 @@ def main(argv):
     for text, met in targets:
         print(f"- [{'x' if met else ' '}] {text} -> {'met' if met else 'NOT met'}")
     if step_ms:
-        print(f"\nper-step profile (batch {FLAGS.batch_size}; ms per call, median of 15 "
-              "rounds of 20 calls, interleaved):\n")
+        print(f"\nper-step profile (batch {FLAGS.batch_size}; ms per call, median of "
+              f"{PROFILE_ROUNDS} rounds of {PROFILE_CALLS} calls, interleaved):\n")
         print("| what | ms per step |")
         print("|---|---:|")
         for name, ms in step_ms.items():

@@ -20,7 +20,7 @@ SMOKE_EXAMPLES = 256
 # The settings a trained model depends on; a model in the workdir is reused only
 # when they match (plus its seed and its teachers).
 TRAINING_SETTINGS = ("dataset", "model", "epochs", "batch_size", "optimizer", "learning_rate",
-                     "lr_schedule", "precision", "smoke")
+                     "lr_schedule", "checkpoint", "precision", "smoke")
 DISTILLATION_SETTINGS = ("alpha", "temperature", "distillation_loss", "teacher_average")
 
 
@@ -125,6 +125,10 @@ def fit_model(config, workdir, splits, *, name, kind, seed, teachers=None, teach
                             shuffle=True, seed=seed, teacher_logits=train_logits)
     val = make_tf_dataset(splits.x_val, splits.y_val, batch_size=512, teacher_logits=val_logits)
     callbacks = [keras.callbacks.TensorBoard(workdir.logs_path(name))]
+    if config.checkpoint == "best_val":
+        # Never stops early (patience = all epochs); only keeps the best epoch's weights.
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=config.epochs, restore_best_weights=True))
     history = distiller.fit(train, validation_data=val, epochs=config.epochs, shuffle=False,
                             verbose=config.verbose, callbacks=callbacks)
 
