@@ -206,3 +206,25 @@ def test_misaligned_teacher_logits():
     x, y, teacher_logits = _indexed_examples(10)
     with pytest.raises(ValueError, match="teacher_logits has 9 rows"):
         make_tf_dataset(x, y, batch_size=4, teacher_logits=teacher_logits[:9])
+
+
+def test_memory_mapped_teacher_logits_stream_the_same_batches(tmp_path):
+    from tfkd.data import make_tf_dataset
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 4)).astype(np.float32)
+    y = rng.integers(0, 3, size=50).astype(np.int32)
+    logits = rng.normal(size=(50, 3)).astype(np.float16)
+    np.save(tmp_path / "cache.npy", logits)
+    mapped = np.load(tmp_path / "cache.npy", mmap_mode="r")
+    assert isinstance(mapped, np.memmap)
+    in_memory = make_tf_dataset(x, y, batch_size=8, shuffle=True, seed=3,
+                                teacher_logits=np.asarray(logits))
+    streamed = make_tf_dataset(x, y, batch_size=8, shuffle=True, seed=3, teacher_logits=mapped)
+    for epoch in range(2):  # reshuffled alike each epoch
+        for (fa, ya), (fb, yb) in zip(in_memory, streamed, strict=True):
+            np.testing.assert_array_equal(fa["inputs"].numpy(), fb["inputs"].numpy())
+            np.testing.assert_array_equal(fa["teacher_logits"].numpy(),
+                                          fb["teacher_logits"].numpy())
+            np.testing.assert_array_equal(ya.numpy(), yb.numpy())
+            assert fb["teacher_logits"].dtype == "float32"
