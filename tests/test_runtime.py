@@ -101,7 +101,10 @@ def test_two_worker_pipeline_equals_one_process(tmp_path):
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "tfkd", *args, f"--workdir={tmp_path / 'cluster'}"],
             env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    ok(tfkd("--smoke", "--model=mlp", f"--workdir={tmp_path / 'single'}"))
+    # The reference is one process under a one-device MirroredStrategy: Keras feeds an
+    # explicitly distributed model through a distributed tf.data pipeline, which draws the
+    # shuffled batches differently from the default strategy's plain pipeline.
+    ok(tfkd("--smoke", "--model=mlp", "--strategy=mirrored", f"--workdir={tmp_path / 'single'}"))
     for p in procs:
         out, _ = p.communicate(timeout=600)
         assert p.returncode == 0, out[-3000:]
@@ -109,5 +112,6 @@ def test_two_worker_pipeline_equals_one_process(tmp_path):
     assert cluster_rows.keys() == single_rows.keys()
     for name, row in single_rows.items():
         if row.get("test_nll") is not None:
-            np.testing.assert_allclose(cluster_rows[name]["test_nll"], row["test_nll"], rtol=1e-4)
+            np.testing.assert_allclose(cluster_rows[name]["test_nll"], row["test_nll"], rtol=1e-5,
+                                       err_msg=name)
             assert cluster_rows[name]["test_accuracy"] == pytest.approx(row["test_accuracy"])

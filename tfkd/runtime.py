@@ -73,10 +73,9 @@ def resolve_jit_compile(jit_compile, strategy):
     """XLA unless it is known to fail: MirroredStrategy over several CPU devices does."""
     import tensorflow as tf
 
-    if not jit_compile:
-        return False
-    devices = strategy.extended.worker_devices
-    if strategy.num_replicas_in_sync > 1 and all("CPU" in d.upper() for d in devices):
+    if not jit_compile or strategy.num_replicas_in_sync == 1:
+        return bool(jit_compile)
+    if all("CPU" in d.upper() for d in strategy.extended.worker_devices):
         logging.log_first_n(
             logging.WARNING, "XLA is off: jit_compile with %s over %d CPU devices fails in TensorFlow %s "
             "(\"Trying to access resource ... located in device\"); training without it.",

@@ -175,7 +175,9 @@ def teacher_logits(config, workdir, splits, teachers, teacher_name, teacher_path
     if runtime.task_from_tf_config() is not None:
         # In a cluster, predict is a collective op: every worker must run it, none may
         # skip it by reading a file that only the chief writes.
-        return tuple(cache.predict_logits(teachers, x) for x in (splits.x_train, splits.x_val))
+        # Rounded as the cache file would be, so a cluster trains what one process does.
+        return tuple(cache.predict_logits(teachers, x).astype("float16")
+                     for x in (splits.x_train, splits.x_val))
     key = cache.fingerprint(teacher_paths, (config.dataset, config.smoke, len(splits.x_train),
                                             len(splits.x_val)))
     return tuple(
