@@ -131,3 +131,14 @@ def test_workdir_with_other_settings_is_refused_unless_overwrite(tmp_path):
     # The distilled student's teachers changed: it is stale now, and said so.
     stale = tfkd("--smoke", "--mode=distill", "--model=mlp", workdir)
     assert stale.returncode == 2 and "distilled trained with teachers=" in stale.stderr
+
+
+def test_teachers_of_another_dataset_are_refused(tmp_path):
+    teachers = tmp_path / "mnist1d_teachers"
+    ok(tfkd("--smoke", "--mode=train", "--dataset=mnist1d", "--num_models=1", "--model=mlp",
+            f"--workdir={teachers}"))
+    result = tfkd("--smoke", "--mode=distill", "--num_models=1", "--model=mlp",
+                  f"--teacher_dir={teachers}", f"--workdir={tmp_path / 'student'}")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "teacher 0 takes inputs of shape (40, 1)" in result.stderr
+    assert "Traceback" not in result.stderr

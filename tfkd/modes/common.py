@@ -12,7 +12,7 @@ from tfkd import cache, metrics, runtime
 from tfkd.config import ConfigError
 from tfkd.data import load_dataset, make_tf_dataset
 from tfkd.distiller import Distiller
-from tfkd.ensemble import Ensemble
+from tfkd.ensemble import Ensemble, check_compatible
 from tfkd.models import build_model
 
 SMOKE_EXAMPLES = 256
@@ -105,6 +105,14 @@ def fit_model(config, workdir, splits, *, name, kind, seed, teachers=None, teach
     keras.utils.set_random_seed(seed)
     student = new_model(config, splits, seed, name)
     alpha = 1.0 if teachers is None else config.alpha
+    if teachers is not None:
+        # Checked here, not only by the Distiller: cached teachers never reach it.
+        members = teachers.members if isinstance(teachers, Ensemble) else [teachers]
+        try:
+            check_compatible(members, [f"teacher {i}" for i in range(len(members))],
+                             reference=student, reference_name=f"the student {name}")
+        except ValueError as e:
+            raise ConfigError(f"cannot train {name}: {e}") from None
     train_logits = val_logits = None
     online_teachers = teachers
     if teachers is not None and config.teacher_cache and teacher_paths:
