@@ -64,6 +64,7 @@ def test_evaluate_with_keras_and_members_report(digits, members):
     logits = np.stack([m.predict(x, verbose=0) for m in members])
     assert report["disagreement"] == pytest.approx(metrics.pairwise_disagreement(logits))
     assert report["members"][1]["accuracy"] == pytest.approx(metrics.accuracy(y, logits[1]))
+    np.testing.assert_allclose(report["logits"], ensemble.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
 
 
 def test_bad_members():

@@ -50,6 +50,18 @@ def split_teacher_logits(x):
     return x, None
 
 
+def check_teachers(teachers, student, student_name="the student"):
+    """The teachers' models as a list (from a model, a list or an Ensemble), after a
+    ValueError naming the first one whose classes or input shape differ from the student's."""
+    if isinstance(teachers, Ensemble):
+        members = teachers.members
+    else:
+        members = list(teachers) if isinstance(teachers, (list, tuple)) else [teachers]
+    check_compatible(members, [f"teacher {i}" for i in range(len(members))],
+                     reference=student, reference_name=student_name)
+    return members
+
+
 @dataclasses.dataclass(frozen=True)
 class Hint:
     """FitNets hint: regress `student_layer`'s output, through a learned adapter, onto `teacher_layer`'s.
@@ -168,15 +180,11 @@ class Distiller(keras.Model):
             raise ValueError("teachers is an empty list; pass at least one teacher, or None "
                              "with alpha=1 for plain supervised training")
         if isinstance(teachers, Ensemble):
-            members = teachers.members
             if teacher_average is not None and teacher_average != teachers.average:
                 raise ValueError(
                     f"teacher_average={teacher_average!r} conflicts with the Ensemble's "
                     f"average={teachers.average!r}; set it on the Ensemble")
-        else:
-            members = list(teachers) if isinstance(teachers, (list, tuple)) else [teachers]
-        check_compatible(members, [f"teacher {i}" for i in range(len(members))],
-                         reference=student, reference_name="the student")
+        members = check_teachers(teachers, student)
         if isinstance(teachers, Ensemble):
             return teachers
         return Ensemble(members, average=teacher_average or "logits", name="teachers")

@@ -103,7 +103,8 @@ class Ensemble(keras.Model):
     def evaluate_members(self, x, y, batch_size=256):
         """Each member's and the ensemble's accuracy, NLL and ECE, and the members' disagreement.
 
-        Returns {"members": [report, ...], "ensemble": report, "disagreement": float or None}.
+        Returns {"members": [report, ...], "ensemble": report, "disagreement": float or None,
+        "logits": the ensemble's logits as a NumPy array}.
         """
         member_logits = [np.asarray(m.predict(x, batch_size=batch_size, verbose=0))
                          for m in self.members]
@@ -113,6 +114,7 @@ class Ensemble(keras.Model):
             "ensemble": metrics_lib.classification_report(y, ensemble_logits),
             "disagreement": (metrics_lib.pairwise_disagreement(np.stack(member_logits))
                              if len(member_logits) > 1 else None),
+            "logits": ensemble_logits,
         }
 
     def compute_output_shape(self, input_shape):

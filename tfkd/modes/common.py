@@ -11,8 +11,8 @@ from absl import logging
 from tfkd import cache, metrics, runtime
 from tfkd.config import ConfigError
 from tfkd.data import load_dataset, make_tf_dataset
-from tfkd.distiller import Distiller
-from tfkd.ensemble import Ensemble, check_compatible
+from tfkd.distiller import Distiller, check_teachers
+from tfkd.ensemble import Ensemble
 from tfkd.models import build_model
 
 SMOKE_EXAMPLES = 256
@@ -107,10 +107,8 @@ def fit_model(config, workdir, splits, *, name, kind, seed, teachers=None, teach
     alpha = 1.0 if teachers is None else config.alpha
     if teachers is not None:
         # Checked here, not only by the Distiller: cached teachers never reach it.
-        members = teachers.members if isinstance(teachers, Ensemble) else [teachers]
         try:
-            check_compatible(members, [f"teacher {i}" for i in range(len(members))],
-                             reference=student, reference_name=f"the student {name}")
+            check_teachers(teachers, student, f"the student {name}")
         except ValueError as e:
             raise ConfigError(f"cannot train {name}: {e}") from None
     train_logits = val_logits = None
@@ -196,9 +194,11 @@ def teacher_logits(config, workdir, splits, teachers, teacher_name, teacher_path
 def ensemble_row(config, workdir, splits, members, *, name, kind):
     """Evaluates the average of `members`, records it as a result row."""
     ensemble = Ensemble(members, average=config.teacher_average)
+    # One pass of the members per split gives both the row and the disagreement.
     report = ensemble.evaluate_members(splits.x_val, splits.y_val)
+    test = ensemble.evaluate_members(splits.x_test, splits.y_test)
     row = {"name": name, "kind": kind, "seed": None, "generation": None, "teacher": None,
-           **evaluate_model(ensemble, splits),
+           **evaluate_logits(splits, report["logits"], test["logits"]),
            "disagreement_val": report["disagreement"]}
     workdir.write_metrics(name, {"row": row, "members": [m.name for m in members]})
     logging.info("%-32s val %.2f%%  test %.2f%%  (%d members, disagreement %.3f)", name,
