@@ -21,7 +21,7 @@ from absl import app, flags, logging  # noqa: E402
 
 from tfkd import runtime  # noqa: E402
 from tfkd.config import (  # noqa: E402
-    CHECKPOINTS, LR_SCHEDULES, MODES, OPTIMIZERS, Config, ConfigError)
+    AUGMENTATIONS, CHECKPOINTS, LR_SCHEDULES, MODES, OPTIMIZERS, Config, ConfigError)
 
 FLAGS = flags.FLAGS
 EXIT_USAGE = 2
@@ -38,18 +38,49 @@ def define_flags():
     flags.DEFINE_string("teacher_dir", None,
                         "Workdir holding the trained members that --mode=distill uses as "
                         "teachers. Default: --workdir.")
-    flags.DEFINE_string("dataset", defaults.dataset, "Dataset name: digits or mnist1d.")
-    flags.DEFINE_string("model", defaults.model, "Model architecture: cnn or mlp.")
+    flags.DEFINE_string("dataset", defaults.dataset,
+                        "Dataset: digits or mnist1d (embedded, no download), or a TensorFlow "
+                        "Datasets image-classification set: cifar10, cifar100, mnist, "
+                        "fashion_mnist, svhn_cropped, ...")
+    flags.DEFINE_string("data_dir", defaults.data_dir,
+                        "Where TFDS keeps prepared datasets. Default: $TFDS_DATA_DIR or "
+                        "~/tensorflow_datasets.")
+    flags.DEFINE_float("val_size", defaults.val_size,
+                       "Validation examples carved from the training split: a fraction in "
+                       "(0, 1) or a count (5000 gives CIFAR's 45k / 5k). 0: the dataset's "
+                       "default (10% for TFDS sets).")
+    flags.DEFINE_integer("image_size", defaults.image_size,
+                         "Resize TFDS images to N x N (for sets whose images vary in size). "
+                         "0: native size.")
+    flags.DEFINE_enum("augment", defaults.augment, AUGMENTATIONS,
+                      "Training-batch augmentation. crop_flip: 4-pixel pad, random crop, "
+                      "horizontal flip (the standard CIFAR one); teachers then run online.")
+    flags.DEFINE_string("model", defaults.model,
+                        "Model architecture: cnn, mlp, wrn28_10, wrn16_4, wrn16_1, resnet18, "
+                        "resnet50.")
     flags.DEFINE_integer("num_models", defaults.num_models,
                          "Number of independently trained members (seeds seed..seed+N-1).")
     flags.DEFINE_integer("seed", defaults.seed, "First seed; every model's seed derives from it.")
     flags.DEFINE_integer("epochs", defaults.epochs, "Training epochs per model.")
     flags.DEFINE_integer("batch_size", defaults.batch_size, "Global batch size.")
-    flags.DEFINE_enum("optimizer", defaults.optimizer, OPTIMIZERS,
-                      "Optimiser (sgd uses nesterov momentum 0.9).")
+    flags.DEFINE_enum("optimizer", defaults.optimizer, OPTIMIZERS, "Optimiser.")
     flags.DEFINE_float("learning_rate", defaults.learning_rate, "(Peak) learning rate.")
+    flags.DEFINE_float("momentum", defaults.momentum, "SGD momentum.")
+    flags.DEFINE_boolean("nesterov", defaults.nesterov, "SGD with Nesterov momentum.")
+    flags.DEFINE_float("weight_decay", defaults.weight_decay,
+                       "Weight decay. sgd and adam: an L2 penalty whose gradient is "
+                       "weight_decay * w on every trainable weight (PyTorch's weight_decay); "
+                       "adamw: decoupled decay.")
     flags.DEFINE_enum("lr_schedule", defaults.lr_schedule, LR_SCHEDULES,
-                      "cosine: decay to 0 over the run's epochs; constant: no schedule.")
+                      "constant; cosine: decay to 0 over the run's epochs; step: multiply by "
+                      "--lr_decay_factor after each of --lr_decay_epochs.")
+    flags.DEFINE_list("lr_decay_epochs", list(defaults.lr_decay_epochs),
+                      "Step schedule: comma-separated epochs, e.g. 150,180,210.")
+    flags.DEFINE_float("lr_decay_factor", defaults.lr_decay_factor,
+                       "Step schedule: factor applied at each decay epoch.")
+    flags.DEFINE_integer("warmup_epochs", defaults.warmup_epochs,
+                         "Linear warm-up from 0 to --learning_rate over this many epochs, then "
+                         "the schedule.")
     flags.DEFINE_enum("checkpoint", defaults.checkpoint, CHECKPOINTS,
                       "Which weights a training run keeps: the last epoch's, or the epoch "
                       "with the lowest validation loss.")
@@ -86,7 +117,8 @@ def define_flags():
                          "Retrain models in --workdir that were trained with other settings "
                          "(without it, such a workdir is refused).")
     flags.DEFINE_boolean("smoke", defaults.smoke,
-                         "Shrink the run to seconds (1 epoch, <= 2 members, 256 examples); "
+                         "Shrink any recipe to seconds: 1 epoch, <= 2 members and steps, at most 4 "
+                         "batches (256 examples) and the smallest network of the model's family; "
                          "for tests.")
     flags.DEFINE_integer("verbose", defaults.verbose,
                          "Keras fit verbosity: 0 = one line per model, 1 = progress bars, "
@@ -94,8 +126,13 @@ def define_flags():
 
 
 def config_from_flags():
-    names = [f.name for f in dataclasses.fields(Config)]
-    return Config(**{name: FLAGS[name].value for name in names}).shrunk()
+    values = {f.name: FLAGS[f.name].value for f in dataclasses.fields(Config)}
+    try:
+        values["lr_decay_epochs"] = tuple(int(e) for e in values["lr_decay_epochs"])
+    except ValueError:
+        raise ConfigError(f"lr_decay_epochs must be comma-separated whole numbers, got "
+                          f"{','.join(values['lr_decay_epochs'])!r}") from None
+    return Config(**values).shrunk()
 
 
 def _fail(message):

@@ -5,7 +5,8 @@ from typing import Optional
 
 MODES = ("pipeline", "train", "ensemble", "distill", "self_distill")
 OPTIMIZERS = ("adam", "adamw", "sgd")
-LR_SCHEDULES = ("cosine", "constant")
+LR_SCHEDULES = ("constant", "cosine", "step")
+AUGMENTATIONS = ("none", "crop_flip")
 CHECKPOINTS = ("last", "best_val")
 
 
@@ -24,6 +25,10 @@ class Config:
     workdir: str = "runs/digits"
     teacher_dir: Optional[str] = None  # where `distill` finds its teachers; default: workdir
     dataset: str = "digits"
+    data_dir: Optional[str] = None  # TFDS data; default $TFDS_DATA_DIR or ~/tensorflow_datasets
+    val_size: float = 0.0  # 0: the dataset's default; (0, 1): a fraction; >= 1: examples
+    image_size: int = 0  # TFDS images resized to image_size x image_size; 0: native size
+    augment: str = "none"
     model: str = "cnn"
     num_models: int = 5
     seed: int = 0
@@ -31,7 +36,13 @@ class Config:
     batch_size: int = 64
     optimizer: str = "adam"
     learning_rate: float = 3e-3
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = True  # sgd only
+    weight_decay: float = 0.0
     lr_schedule: str = "constant"
+    lr_decay_epochs: tuple = ()  # step schedule: epochs after which the rate is multiplied
+    lr_decay_factor: float = 0.1  # step schedule: by this
+    warmup_epochs: int = 0
     checkpoint: str = "last"
     temperature: float = 4.0
     alpha: float = 0.1
@@ -50,14 +61,19 @@ class Config:
 
     def __post_init__(self):
         # Deferred imports: the registries import TensorFlow, which --help does not need.
-        from tfkd.data import DATASETS
+        from tfkd.data import DATASETS, dataset_names
+        from tfkd.data.tfds_loader import is_tfds_name
         from tfkd.losses import DISTILLATION_LOSSES
         from tfkd.ensemble import AVERAGES
         from tfkd.models import MODELS
         from tfkd.runtime import PRECISIONS, STRATEGIES
 
         _choice("mode", self.mode, MODES)
-        _choice("dataset", self.dataset, sorted(DATASETS))
+        if self.dataset not in DATASETS and not is_tfds_name(self.dataset):
+            raise ConfigError(
+                f"unknown dataset {self.dataset!r}; choose one of: {', '.join(dataset_names())}"
+                ", or any other TensorFlow Datasets image-classification set")
+        _choice("augment", self.augment, AUGMENTATIONS)
         _choice("model", self.model, sorted(MODELS))
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
@@ -79,6 +95,38 @@ class Config:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate!r}")
         if self.seed < 0:
             raise ConfigError(f"seed must be >= 0, got {self.seed!r}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if not self.weight_decay >= 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not 0.0 < self.lr_decay_factor <= 1.0:
+            raise ConfigError(f"lr_decay_factor must be in (0, 1], got {self.lr_decay_factor!r}")
+        epochs = self.lr_decay_epochs
+        if any(isinstance(e, bool) or not isinstance(e, int) or e < 1 for e in epochs) or list(
+                epochs) != sorted(set(epochs)):
+            raise ConfigError(f"lr_decay_epochs must be increasing whole numbers >= 1, got "
+                              f"{','.join(map(str, epochs))!r}")
+        if self.lr_schedule == "step" and not epochs:
+            raise ConfigError("lr_schedule 'step' needs --lr_decay_epochs (e.g. 150,180,210)")
+        if epochs and self.lr_schedule != "step":
+            raise ConfigError(f"lr_decay_epochs={','.join(map(str, epochs))!r} needs "
+                              f"--lr_schedule=step, not {self.lr_schedule!r}")
+        if isinstance(self.warmup_epochs, bool) or not isinstance(self.warmup_epochs, int) or (
+                not 0 <= self.warmup_epochs < self.epochs):
+            raise ConfigError(f"warmup_epochs must be a whole number in [0, epochs={self.epochs}),"
+                              f" got {self.warmup_epochs!r}")
+        if epochs and epochs[0] <= self.warmup_epochs:
+            raise ConfigError(f"lr_decay_epochs={','.join(map(str, epochs))!r} must come after "
+                              f"the {self.warmup_epochs} warm-up epochs")
+        if not (self.val_size == 0 or 0 < self.val_size < 1 or (
+                self.val_size >= 1 and float(self.val_size).is_integer())):
+            raise ConfigError(f"val_size must be 0 (the dataset's default), a fraction in "
+                              f"(0, 1) or a whole number of examples, got {self.val_size!r}")
+        if self.image_size < 0:
+            raise ConfigError(f"image_size must be >= 0 (0: native size), got {self.image_size!r}")
+        if self.dataset in DATASETS and (self.data_dir or self.image_size):
+            raise ConfigError(f"--data_dir and --image_size apply to TFDS datasets, not to the "
+                              f"embedded {self.dataset!r}")
         if not self.workdir:
             raise ConfigError("workdir must not be empty")
 
@@ -88,7 +136,10 @@ class Config:
             return self
         return dataclasses.replace(
             self, epochs=1, num_models=min(self.num_models, 2),
-            self_distill_steps=min(self.self_distill_steps, 2))
+            self_distill_steps=min(self.self_distill_steps, 2), warmup_epochs=0,
+            # A recipe's validation count (5,000 of CIFAR's 50,000) may exceed a smoke
+            # dataset; the default fraction always fits.
+            val_size=self.val_size if self.val_size < 1 else 0.0)
 
     def to_dict(self):
         return dataclasses.asdict(self)

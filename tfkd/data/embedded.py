@@ -8,14 +8,21 @@ from typing import Optional
 
 import numpy as np
 
-from tfkd.data.registry import Splits, register_dataset
+from tfkd.data.registry import DatasetError, Splits, register_dataset
 
 
-def stratified_split(x, y, *, fraction: float, seed: int):
-    """Splits off `fraction` of (x, y) with class proportions kept; returns (kept, held_out)."""
+def stratified_split(x, y, *, fraction, seed: int):
+    """Splits off `fraction` of (x, y) (a number of examples if >= 1) with class proportions
+    kept; returns (kept, held_out)."""
     # Imported lazily, like mnist1d below: each is needed only by the loader that uses it.
     from sklearn.model_selection import train_test_split
 
+    if fraction >= 1:
+        fraction = int(fraction)
+        if fraction >= len(x) or fraction < len(np.unique(y)):
+            raise DatasetError(
+                f"val_size={fraction} must leave training examples and hold at least one "
+                f"example per class: {len(x)} examples of {len(np.unique(y))} classes")
     x_keep, x_out, y_keep, y_out = train_test_split(
         x, y, test_size=fraction, stratify=y, random_state=seed
     )
@@ -23,7 +30,7 @@ def stratified_split(x, y, *, fraction: float, seed: int):
 
 
 @register_dataset("digits")
-def load_digits(*, split_seed: int = 0, val_fraction: Optional[float] = None) -> Splits:
+def load_digits(*, split_seed: int = 0, val_size: Optional[float] = None) -> Splits:
     """scikit-learn's 1,797 8x8 digits in [0, 1]; 60% train / 20% validation / 20% test."""
     from sklearn.datasets import load_digits as sklearn_load_digits
 
@@ -33,7 +40,7 @@ def load_digits(*, split_seed: int = 0, val_fraction: Optional[float] = None) ->
     # The source ships no test split, so split_seed fixes it too.
     (x_pool, y_pool), (x_test, y_test) = stratified_split(x, y, fraction=0.2, seed=split_seed)
     (x_train, y_train), (x_val, y_val) = stratified_split(
-        x_pool, y_pool, fraction=0.25 if val_fraction is None else val_fraction, seed=split_seed
+        x_pool, y_pool, fraction=0.25 if val_size is None else val_size, seed=split_seed
     )
     return Splits("digits", 10, (8, 8, 1), x_train, y_train, x_val, y_val, x_test, y_test)
 
@@ -58,7 +65,7 @@ def _generate_mnist1d():
 
 
 @register_dataset("mnist1d")
-def load_mnist1d(*, split_seed: int = 0, val_fraction: Optional[float] = None) -> Splits:
+def load_mnist1d(*, split_seed: int = 0, val_size: Optional[float] = None) -> Splits:
     """MNIST-1D (Greydanus 2020) generated offline; 3,500 train / 500 validation / 1,000 test.
 
     Inputs have shape (40, 1) and are standardised with one mean and one standard deviation
@@ -66,7 +73,7 @@ def load_mnist1d(*, split_seed: int = 0, val_fraction: Optional[float] = None) -
     """
     x, y, x_test, y_test = _generate_mnist1d()
     (x_train, y_train), (x_val, y_val) = stratified_split(
-        x, y, fraction=0.125 if val_fraction is None else val_fraction, seed=split_seed
+        x, y, fraction=0.125 if val_size is None else val_size, seed=split_seed
     )
     # Scalar (not per-position) statistics: a per-position shift would change the shape of
     # each signal, which a translation-equivariant Conv1D should see unchanged.

@@ -106,6 +106,10 @@ def _build_resnet(
 ) -> keras.Model:
     check_image_input(model, input_shape)
     check_positive_int(model, "width", width)
+    if len(blocks_per_stage) != 4:
+        raise ValueError(f"{model}: blocks_per_stage must give 4 stages, got {blocks_per_stage!r}")
+    for count in blocks_per_stage:
+        check_positive_int(model, "blocks_per_stage", count)
 
     inputs = keras.Input(input_shape, name="inputs")
     # CIFAR stem: 3x3 stride 1 and no max-pool (ImageNet's 7x7/2 + pool would shrink a
@@ -138,18 +142,20 @@ def build_resnet18(
     name: str = "resnet18",
     width: int = 64,
     bn_momentum: float = 0.9,
+    blocks_per_stage: tuple = (2, 2, 2, 2),
 ) -> keras.Model:
     """CIFAR ResNet-18: stages of [2, 2, 2, 2] basic blocks with `width` * (1, 2, 4, 8)
     channels (64 .. 512 by default) and strides (1, 2, 2, 2), global average pooling
     ("features", 8 * `width` values) and Dense "logits".
 
-    A smaller `width` gives a thin ResNet-18 for quick experiments and tests; the default is
-    the published network. Any (H, W, C) input works; an 8x8 image reaches the last stage as
+    A smaller `width` (or fewer `blocks_per_stage`) gives a small ResNet-18 for quick
+    experiments and tests; the defaults are the published network. Any (H, W, C) input works; an 8x8 image reaches the last stage as
     a 1x1 map.
     """
     return _build_resnet(
         input_shape, num_classes, seeds=seeds, name=name, model="resnet18",
-        block=_basic_block, blocks_per_stage=(2, 2, 2, 2), width=width, bn_momentum=bn_momentum,
+        block=_basic_block, blocks_per_stage=blocks_per_stage, width=width,
+        bn_momentum=bn_momentum,
     )
 
 
@@ -162,12 +168,14 @@ def build_resnet50(
     name: str = "resnet50",
     width: int = 64,
     bn_momentum: float = 0.9,
+    blocks_per_stage: tuple = (3, 4, 6, 3),
 ) -> keras.Model:
     """CIFAR ResNet-50: stages of [3, 4, 6, 3] bottleneck blocks of `width` * (1, 2, 4, 8)
     inner channels expanded 4 times (256 .. 2048 by default), strides (1, 2, 2, 2), global
-    average pooling ("features", 32 * `width` values) and Dense "logits"."""
+    average pooling ("features", 32 * `width` values) and Dense "logits". `width` and
+    `blocks_per_stage` shrink it for tests; the defaults are the published network."""
     return _build_resnet(
         input_shape, num_classes, seeds=seeds, name=name, model="resnet50",
-        block=_bottleneck_block, blocks_per_stage=(3, 4, 6, 3), width=width,
+        block=_bottleneck_block, blocks_per_stage=blocks_per_stage, width=width,
         bn_momentum=bn_momentum,
     )

@@ -8,26 +8,45 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from tfkd import cache, metrics, runtime
+from tfkd import cache, metrics, optim, runtime
 from tfkd.config import ConfigError
-from tfkd.data import load_dataset, make_tf_dataset
+from tfkd.data import DatasetError, load_dataset, make_tf_dataset
 from tfkd.distiller import Distiller, check_teachers
 from tfkd.ensemble import Ensemble
 from tfkd.models import build_model
 
 SMOKE_EXAMPLES = 256
+# --smoke keeps a recipe's architecture family but not its size: a WRN-28-10 step takes
+# seconds on a CPU, and a smoke run exercises the recipe's wiring, not its capacity.
+SMOKE_MODELS = {
+    "wrn": ("wrn", {"depth": 10, "width": 1}),
+    "wrn28_10": ("wrn", {"depth": 10, "width": 1}),
+    "wrn16_4": ("wrn", {"depth": 10, "width": 1}),
+    "wrn16_1": ("wrn", {"depth": 10, "width": 1}),
+    "resnet18": ("resnet18", {"width": 8, "blocks_per_stage": (1, 1, 1, 1)}),
+    "resnet50": ("resnet50", {"width": 8, "blocks_per_stage": (1, 1, 1, 1)}),
+}
 
 # The settings a trained model depends on; a model in the workdir is reused only
 # when they match (plus its seed and its teachers).
-TRAINING_SETTINGS = ("dataset", "model", "epochs", "batch_size", "optimizer", "learning_rate",
-                     "lr_schedule", "checkpoint", "precision", "smoke")
+DATA_SETTINGS = ("dataset", "val_size", "image_size")
+TRAINING_SETTINGS = (DATA_SETTINGS + ("model", "epochs", "batch_size", "augment")
+                     + optim.OPTIMIZER_SETTINGS + ("checkpoint", "precision", "smoke"))
 DISTILLATION_SETTINGS = ("alpha", "temperature", "distillation_loss", "teacher_average")
 
 
 def load_splits(config):
-    splits = load_dataset(config.dataset)
+    try:
+        splits = load_dataset(config.dataset, val_size=config.val_size or None,
+                              data_dir=config.data_dir, image_size=config.image_size or None)
+    except DatasetError as e:
+        raise ConfigError(str(e)) from None
+    if config.augment != "none" and len(splits.input_shape) != 3:
+        raise ConfigError(f"--augment={config.augment} needs images; {config.dataset} inputs "
+                          f"have shape {splits.input_shape}")
     if config.smoke:
-        n = SMOKE_EXAMPLES
+        # A few batches: at most 4 steps per epoch.
+        n = min(SMOKE_EXAMPLES, 4 * config.batch_size)
         splits = dataclasses.replace(
             splits, x_train=splits.x_train[:n], y_train=splits.y_train[:n],
             x_val=splits.x_val[:n // 2], y_val=splits.y_val[:n // 2],
@@ -35,25 +54,14 @@ def load_splits(config):
     return splits
 
 
-def make_optimizer(config, steps_per_epoch):
-    learning_rate = config.learning_rate
-    if config.lr_schedule == "cosine":
-        # Decaying to zero makes the last epoch's weights a settled point rather
-        # than wherever a constant step size happened to leave them.
-        learning_rate = keras.optimizers.schedules.CosineDecay(
-            config.learning_rate, decay_steps=config.epochs * steps_per_epoch)
-    if config.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate)
-    if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(learning_rate)
-    return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True)
-
-
 def new_model(config, splits, seed, name):
     # Named after its workdir entry: a Distiller's teachers and student need distinct
     # names, also when the teachers were loaded from files written by another process.
-    return build_model(config.model, splits.input_shape, splits.num_classes, seed=seed,
-                       model_name=name)
+    model, kwargs = config.model, {}
+    if config.smoke and config.model in SMOKE_MODELS:
+        model, kwargs = SMOKE_MODELS[config.model]
+    return build_model(model, splits.input_shape, splits.num_classes, seed=seed,
+                       model_name=name, **kwargs)
 
 
 def evaluate_logits(splits, logits_val, logits_test):
@@ -113,7 +121,9 @@ def fit_model(config, workdir, splits, *, name, kind, seed, teachers=None, teach
             raise ConfigError(f"cannot train {name}: {e}") from None
     train_logits = val_logits = None
     online_teachers = teachers
-    if teachers is not None and config.teacher_cache and teacher_paths:
+    # With augmentation the teachers must see each augmented batch: no cache then.
+    if (teachers is not None and config.teacher_cache and teacher_paths
+            and config.augment == "none"):
         train_logits, val_logits = teacher_logits(config, workdir, splits, teachers,
                                                   teacher_name, teacher_paths)
         online_teachers = None
@@ -124,11 +134,13 @@ def fit_model(config, workdir, splits, *, name, kind, seed, teachers=None, teach
     except ValueError as e:
         raise ConfigError(f"cannot train {name}: {e}") from None
     steps_per_epoch = -(-len(splits.x_train) // config.batch_size)
-    distiller.compile(optimizer=make_optimizer(config, steps_per_epoch),
+    optim.add_weight_decay(student, config.weight_decay, config.optimizer)
+    distiller.compile(optimizer=optim.make_optimizer(config, steps_per_epoch),
                       jit_compile=runtime.resolve_jit_compile(config.jit_compile,
                                                               tf.distribute.get_strategy()))
     train = make_tf_dataset(splits.x_train, splits.y_train, batch_size=config.batch_size,
-                            shuffle=True, seed=seed, teacher_logits=train_logits)
+                            shuffle=True, seed=seed, teacher_logits=train_logits,
+                            augment=config.augment)
     val = make_tf_dataset(splits.x_val, splits.y_val, batch_size=512, teacher_logits=val_logits)
     callbacks = [keras.callbacks.TensorBoard(workdir.logs_path(name))]
     if config.checkpoint == "best_val":
@@ -184,8 +196,8 @@ def teacher_logits(config, workdir, splits, teachers, teacher_name, teacher_path
         # Rounded as the cache file would be, so a cluster trains what one process does.
         return tuple(cache.predict_logits(teachers, x).astype("float16")
                      for x in (splits.x_train, splits.x_val))
-    key = cache.fingerprint(teacher_paths, (config.dataset, config.smoke, len(splits.x_train),
-                                            len(splits.x_val)))
+    key = cache.fingerprint(teacher_paths, tuple(getattr(config, f) for f in DATA_SETTINGS)
+                            + (config.smoke, len(splits.x_train), len(splits.x_val)))
     return tuple(
         cache.cached_logits(teachers, x, workdir.path("cache", f"{teacher_name}-{key}.{split}.npy"))
         for split, x in (("train", splits.x_train), ("val", splits.x_val)))

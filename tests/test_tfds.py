@@ -1,0 +1,159 @@
+"""The TFDS loader, through the real code path, on tfds.testing.mock_data."""
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from tfkd.data import DatasetError, load_dataset, make_tf_dataset
+from tfkd.data import tfds_loader
+from tfkd.data.pipeline import CROP_PADDING
+
+N = 60  # mock examples per split
+EXPECTED = {  # input shape, classes
+    "cifar10": ((32, 32, 3), 10),
+    "cifar100": ((32, 32, 3), 100),
+    "mnist": ((28, 28, 1), 10),
+    "fashion_mnist": ((28, 28, 1), 10),
+    "svhn_cropped": ((32, 32, 3), 10),
+}
+
+
+def mock_load(name, num_examples=N, **kwargs):
+    with tfds.testing.mock_data(num_examples=num_examples):
+        return load_dataset(name, **kwargs)
+
+
+def test_every_known_dataset_is_tested():
+    assert set(EXPECTED) == set(tfds_loader.KNOWN_TFDS_DATASETS)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_shapes_splits_and_standardisation(name):
+    splits = mock_load(name)
+    shape, classes = EXPECTED[name]
+    assert splits.input_shape == shape and splits.num_classes == classes
+    assert (len(splits.x_train), len(splits.x_val), len(splits.x_test)) == (54, 6, N)
+    for split in ("train", "val", "test"):
+        x, y = getattr(splits, f"x_{split}"), getattr(splits, f"y_{split}")
+        assert x.dtype == np.float32 and x.shape[1:] == shape
+        assert y.dtype == np.int32 and 0 <= y.min() and y.max() < classes
+    # Per channel, from the train part only.
+    axes = (0, 1, 2)
+    np.testing.assert_allclose(splits.x_train.mean(axis=axes), 0.0, atol=1e-4)
+    np.testing.assert_allclose(splits.x_train.std(axis=axes), 1.0, atol=1e-3)
+    assert np.abs(splits.x_val.mean(axis=axes)).max() > 1e-4
+
+
+def test_validation_is_carved_from_train_by_seed():
+    splits = mock_load("cifar10", val_size=10)
+    assert (len(splits.x_train), len(splits.x_val)) == (N - 10, 10)
+    # Train and validation partition the training split, each raw image used once. The
+    # standardisation is affine per channel; recover it from the test split and undo it.
+    raw = _raw("cifar10", "train")
+    raw_test = _raw("cifar10", "test")
+    pooled = np.concatenate([splits.x_train, splits.x_val])
+    restored = np.empty(pooled.shape)
+    for c in range(3):
+        slope, offset = np.polyfit(splits.x_test[..., c].ravel(), raw_test[..., c].ravel(), 1)
+        restored[..., c] = slope * pooled[..., c] + offset
+    np.testing.assert_allclose(restored, np.rint(restored), atol=1e-2)
+    assert _sorted_rows(np.rint(restored)) == _sorted_rows(raw)
+    again = mock_load("cifar10", val_size=10)
+    np.testing.assert_array_equal(again.x_val, splits.x_val)
+    other = mock_load("cifar10", val_size=10, split_seed=1)
+    assert _sorted_rows(other.x_val) != _sorted_rows(splits.x_val)
+    assert len(mock_load("cifar10", val_size=0.25).x_val) == 15
+
+
+def _raw(name, split):
+    with tfds.testing.mock_data(num_examples=N):
+        dataset = tfds.load(name, split=split, as_supervised=True)
+        return np.stack([x for x, _ in tfds.as_numpy(dataset)]).astype(np.float64)
+
+
+def _sorted_rows(x):
+    return sorted(tuple(row) for row in np.asarray(x).reshape(len(x), -1).round(3).tolist())
+
+
+def test_bad_val_size_names_the_value():
+    with pytest.raises(DatasetError, match="val_size=60"):
+        mock_load("cifar10", val_size=60)
+    with pytest.raises(DatasetError, match="2.5"):
+        mock_load("cifar10", val_size=2.5)
+
+
+def test_image_size_resizes():
+    splits = mock_load("mnist", image_size=16)
+    assert splits.input_shape == (16, 16, 1) and splits.x_test.shape[1:] == (16, 16, 1)
+
+
+def test_unknown_and_non_image_datasets_are_refused():
+    with pytest.raises(DatasetError, match="unknown dataset 'cifar1000'"):
+        load_dataset("cifar1000")
+    with pytest.raises(DatasetError, match="imdb_reviews.*Image -> ClassLabel"):
+        load_dataset("imdb_reviews")
+    with pytest.raises(DatasetError, match="data_dir and image_size apply to TFDS"):
+        load_dataset("digits", image_size=16)
+
+
+def test_offline_message_says_where_and_how(tmp_path, monkeypatch):
+    def offline(self, *args, **kwargs):
+        raise ConnectionError("Failed to resolve 'www.cs.toronto.edu'")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
+    with pytest.raises(DatasetError) as error:
+        load_dataset("cifar10", data_dir=str(tmp_path))
+    message = str(error.value)
+    assert "\n" not in message
+    assert str(tmp_path) in message and "tfds build cifar10" in message
+    assert "ConnectionError" in message and "--data_dir" in message
+
+
+# --- augmentation ---------------------------------------------------------------------------
+
+
+def _epochs(dataset, n=2):
+    return [np.concatenate([x for x, _ in dataset.as_numpy_iterator()]) for _ in range(n)]
+
+
+def _is_crop_flip_of(augmented, image):
+    h, w, _ = image.shape
+    p = CROP_PADDING
+    padded = np.pad(image, [(p, p), (p, p), (0, 0)])
+    for dy in range(2 * p + 1):
+        for dx in range(2 * p + 1):
+            window = padded[dy:dy + h, dx:dx + w]
+            if np.array_equal(augmented, window) or np.array_equal(augmented, window[:, ::-1]):
+                return True
+    return False
+
+
+def test_crop_flip_only_on_training_batches():
+    splits = mock_load("cifar10", num_examples=40)
+    x, y = splits.x_train[:32], splits.y_train[:32]
+    train = make_tf_dataset(x, y, batch_size=8, seed=3, augment="crop_flip")
+    first, second = _epochs(train)
+    assert first.shape == x.shape
+    assert not np.array_equal(first, x)  # augmented
+    assert not np.array_equal(first, second)  # fresh draws each epoch
+    assert all(_is_crop_flip_of(a, image) for a, image in zip(first, x))
+    # Seeded: the same seed gives the same augmented epochs.
+    np.testing.assert_array_equal(
+        _epochs(make_tf_dataset(x, y, batch_size=8, seed=3, augment="crop_flip"), 1)[0], first)
+    # Validation / test batches: no augmentation, identical every time.
+    val = make_tf_dataset(splits.x_val, splits.y_val, batch_size=8)
+    a, b = _epochs(val)
+    np.testing.assert_array_equal(a, splits.x_val)
+    np.testing.assert_array_equal(b, splits.x_val)
+
+
+def test_augment_refuses_cached_teacher_logits_and_non_images():
+    x = np.zeros((4, 8, 8, 1), np.float32)
+    y = np.zeros(4, np.int32)
+    with pytest.raises(ValueError, match="online teachers"):
+        make_tf_dataset(x, y, batch_size=2, augment="crop_flip",
+                        teacher_logits=np.zeros((4, 10), np.float32))
+    with pytest.raises(ValueError, match=r"\(4, 40\)"):
+        make_tf_dataset(np.zeros((4, 40), np.float32), y, batch_size=2, augment="crop_flip")
+    with pytest.raises(ValueError, match="unknown augment 'mixup'"):
+        make_tf_dataset(x, y, batch_size=2, augment="mixup")

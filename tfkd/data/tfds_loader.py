@@ -1,0 +1,215 @@
+"""TensorFlow Datasets image-classification sets as `Splits`.
+
+Any TFDS dataset whose supervised pair is (Image, ClassLabel) loads by name:
+
+    load_tfds("cifar10", data_dir="~/tensorflow_datasets", val_size=5000)
+
+The training split is divided, with a seeded permutation, into train and validation; the
+dataset's test split is kept whole for the final report. Images are decoded once, in a
+parallel tf.data map, scaled to [0, 1] and standardised per channel with the mean and
+standard deviation of the *train* part only; the result is held in memory (CIFAR-10:
+45,000 x 32 x 32 x 3 float32 = 553 MB), which is where the pipeline caches it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+
+from tfkd.data.registry import DatasetError, Splits
+
+# Tested under tfds.testing.mock_data; every other image-classification set works the same.
+KNOWN_TFDS_DATASETS = ("cifar10", "cifar100", "fashion_mnist", "mnist", "svhn_cropped")
+DEFAULT_VAL_FRACTION = 0.1  # 45,000 / 5,000 on CIFAR, as in the replication note
+# Datasets whose float32 copy would not fit comfortably in memory are refused up front.
+MAX_IN_MEMORY_BYTES = 8 * 2**30
+_READ_BATCH = 1024
+
+
+def _tfds():
+    # Deferred: importing tensorflow_datasets costs seconds the embedded datasets never need.
+    import tensorflow_datasets as tfds
+
+    return tfds
+
+
+def is_tfds_name(name: str) -> bool:
+    """True if TFDS has a dataset builder called `name` (no data is read)."""
+    tfds = _tfds()
+    try:
+        tfds.builder_cls(name.split(":")[0])
+    except (tfds.core.registered.DatasetNotFoundError, ValueError):
+        return False
+    return True
+
+
+def default_data_dir(data_dir: Optional[str]) -> str:
+    """Where TFDS looks for prepared data: `data_dir`, else $TFDS_DATA_DIR or ~/tensorflow_datasets."""
+    if data_dir:
+        return data_dir
+    import os
+
+    return os.environ.get("TFDS_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))
+
+
+def _supervised_features(builder):
+    """(image feature, number of classes) of an image-classification builder, else DatasetError."""
+    tfds = _tfds()
+    info = builder.info
+    keys = info.supervised_keys
+    if not keys or len(keys) != 2 or not all(isinstance(k, str) for k in keys):
+        raise DatasetError(
+            f"TFDS dataset {builder.name!r} has no (image, label) supervised pair "
+            f"(supervised_keys={keys!r}); tfkd loads image-classification sets such as "
+            f"{', '.join(KNOWN_TFDS_DATASETS)}")
+    image, label = info.features[keys[0]], info.features[keys[1]]
+    if not isinstance(image, tfds.features.Image) or not isinstance(label,
+                                                                    tfds.features.ClassLabel):
+        raise DatasetError(
+            f"TFDS dataset {builder.name!r} maps {keys[0]!r} -> {keys[1]!r} "
+            f"({type(image).__name__} -> {type(label).__name__}); tfkd needs Image -> ClassLabel")
+    return image, label.num_classes
+
+
+def _prepare(builder, name, data_dir):
+    """Downloads and prepares the data when it is not there yet; one clear error if that fails."""
+    if builder.is_prepared():
+        return
+    try:
+        builder.download_and_prepare()
+    except Exception as e:  # noqa: BLE001 -- network, permissions, missing extras: all one story
+        where = default_data_dir(data_dir)
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DatasetError(
+            f"TFDS dataset {name!r} is not prepared in {where} and could not be downloaded "
+            f"({type(e).__name__}: {reason}). On a machine with internet run "
+            f"`tfds build {name} --data_dir=DIR`, copy DIR here and pass --data_dir=DIR "
+            f"(or set TFDS_DATA_DIR)") from None
+
+
+def _read_split(builder, split, image_size):
+    """All (uint8 or resized float32 images, int32 labels) of `split` as NumPy arrays."""
+    import tensorflow as tf
+
+    def convert(image, label):
+        if image_size:
+            image = tf.image.resize(image, (image_size, image_size))
+        return image, tf.cast(label, tf.int32)
+
+    dataset = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+    dataset = dataset.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.batch(_READ_BATCH).prefetch(tf.data.AUTOTUNE)
+    images, labels = [], []
+    for x, y in dataset.as_numpy_iterator():
+        images.append(x)
+        labels.append(y)
+    if not images:
+        raise DatasetError(f"TFDS split {builder.name}/{split} is empty")
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def _val_count(val_size, n_pool, name):
+    """Validation examples from --val_size: None = default fraction, < 1 fraction, >= 1 count."""
+    if val_size is None:
+        val_size = DEFAULT_VAL_FRACTION
+    count = int(round(val_size * n_pool)) if val_size < 1 else int(val_size)
+    if val_size >= 1 and val_size != count:
+        raise DatasetError(f"val_size must be a fraction in (0, 1) or a whole number of "
+                           f"examples, got {val_size!r}")
+    if not 1 <= count < n_pool:
+        raise DatasetError(
+            f"val_size={val_size!r} leaves no training or no validation example: the "
+            f"{name} training split has {n_pool} examples")
+    return count
+
+
+def _standardise(x_train, others, is_uint8):
+    """x scaled to [0, 1] (uint8 images), then standardised per channel with train statistics."""
+    scale = np.float32(1 / 255.0) if is_uint8 else np.float32(1.0)
+    axes = tuple(range(x_train.ndim - 1))
+    # float64 accumulation: a float32 sum over 10^8 pixels loses digits.
+    mean = x_train.mean(axis=axes, dtype=np.float64) * scale
+    var = (x_train.astype(np.float32) * scale).var(axis=axes, dtype=np.float64)
+    std = np.sqrt(np.maximum(var, 1e-12))
+    mean, std = mean.astype(np.float32), std.astype(np.float32)
+
+    def apply(x):
+        out = x.astype(np.float32)
+        out *= scale
+        out -= mean
+        out /= std
+        return out
+
+    return apply(x_train), [apply(x) for x in others], (mean, std)
+
+
+def load_tfds(name: str, *, split_seed: int = 0, val_size: Optional[float] = None,
+              data_dir: Optional[str] = None, image_size: Optional[int] = None) -> Splits:
+    """Loads TFDS image-classification set `name` as train / validation / test `Splits`.
+
+    Args:
+      name: a TFDS builder name, optionally with config and version ("cifar10",
+        "cifar100", "svhn_cropped", "mnist", ...).
+      split_seed: seeds the permutation that carves validation out of the training split.
+      val_size: a fraction in (0, 1) of the training split, or a number of examples
+        (5000 gives CIFAR's 45,000 / 5,000); None: 10%.
+      data_dir: where TFDS keeps prepared data (default: $TFDS_DATA_DIR or
+        ~/tensorflow_datasets). Missing data is downloaded when the network allows,
+        otherwise a DatasetError says how to prepare it offline.
+      image_size: resize images to image_size x image_size (needed by sets whose images
+        vary in size); None keeps the native size.
+
+    TFDS's own INFO lines are muted while loading: they share absl's logger with tfkd's
+    progress lines.
+    """
+    from absl import logging
+
+    verbosity = logging.get_verbosity()
+    # absl verbosity grows with detail: WARNING (-1) is below INFO (0).
+    logging.set_verbosity(min(verbosity, logging.WARNING))
+    try:
+        return _load_tfds(name, split_seed=split_seed, val_size=val_size, data_dir=data_dir,
+                          image_size=image_size)
+    finally:
+        logging.set_verbosity(verbosity)
+
+
+def _load_tfds(name, *, split_seed, val_size, data_dir, image_size) -> Splits:
+    """`load_tfds` without the logging guard."""
+    tfds = _tfds()
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except (tfds.core.registered.DatasetNotFoundError, ValueError) as e:
+        raise DatasetError(f"unknown TFDS dataset {name!r} ({str(e).splitlines()[0]})") from None
+    image_feature, num_classes = _supervised_features(builder)
+    shape = tuple(image_feature.shape)
+    if image_size is None and any(d is None for d in shape[:2]):
+        raise DatasetError(f"TFDS dataset {name!r} has images of varying size {shape}; "
+                           "pass --image_size=N to resize them to N x N")
+    input_shape = (image_size, image_size, shape[2]) if image_size else shape
+    _prepare(builder, name, data_dir)
+
+    # NOTE: info.splits is empty under tfds.testing.mock_data, so the split names fall back
+    # to the usual ones instead of being read only from it.
+    split_names = set(builder.info.splits.keys()) or {"train", "test"}
+    if "train" not in split_names or "test" not in split_names:
+        raise DatasetError(f"TFDS dataset {name!r} has splits {sorted(split_names)}; tfkd needs "
+                           "'train' (carved into train and validation) and 'test'")
+    known = builder.info.splits["train"].num_examples if builder.info.splits else None
+    if known and known * math.prod(input_shape) * 4 > MAX_IN_MEMORY_BYTES:
+        raise DatasetError(
+            f"TFDS dataset {name!r} needs {known * math.prod(input_shape) * 4 / 2**30:.0f} GiB "
+            "as float32 in memory; tfkd holds datasets in memory (try --image_size to shrink it)")
+
+    x_pool, y_pool = _read_split(builder, "train", image_size)
+    x_test, y_test = _read_split(builder, "test", image_size)
+    n_val = _val_count(val_size, len(x_pool), name)
+    order = np.random.default_rng(split_seed).permutation(len(x_pool))
+    val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+    x_train, (x_val, x_test), _ = _standardise(
+        x_pool[train_idx], [x_pool[val_idx], x_test], is_uint8=x_pool.dtype == np.uint8)
+    return Splits(name, int(num_classes), tuple(int(d) for d in input_shape),
+                  x_train, y_pool[train_idx].astype(np.int32), x_val,
+                  y_pool[val_idx].astype(np.int32), x_test, y_test.astype(np.int32))
