@@ -18,6 +18,7 @@ import hashlib
 import os
 
 import numpy as np
+from absl import logging
 
 from tfkd.workdir import atomic_path
 
@@ -46,9 +47,12 @@ def cached_logits(teachers, x, path, batch_size=512):
     Returns a read-only memory map of float16 logits.
     """
     if os.path.exists(path):
-        logits = np.load(path, mmap_mode="r")
-        if logits.shape[0] == len(x):
-            return logits
+        try:
+            logits = np.load(path, mmap_mode="r")
+            if logits.shape[0] == len(x):
+                return logits
+        except (OSError, ValueError) as e:  # a damaged file: computed again below
+            logging.warning("teacher cache %s is unreadable (%s); computing it again", path, e)
     logits = predict_logits(teachers, x, batch_size)
     with atomic_path(path) as tmp:
         np.save(tmp, logits.astype(np.float16))

@@ -21,10 +21,12 @@ from absl import app, flags, logging  # noqa: E402
 
 from tfkd import runtime  # noqa: E402
 from tfkd.config import (  # noqa: E402
-    AUGMENTATIONS, CHECKPOINTS, LR_SCHEDULES, MODES, OPTIMIZERS, Config, ConfigError)
+    AUGMENTATIONS, CHECKPOINTS, LR_SCHEDULES, MODES, OPTIMIZERS, Config, ConfigError,
+    TrainingError)
 
 FLAGS = flags.FLAGS
-EXIT_USAGE = 2
+EXIT_USAGE = 2  # a setting to fix; nothing in the workdir changed
+EXIT_FAILED = 1  # training failed (diverged); finished models are kept
 
 
 def define_flags():
@@ -163,8 +165,9 @@ def main(argv):
         workdir = Workdir(config.workdir, scratch=scratch).create()
     except ConfigError as e:
         _fail(str(e))
-    except (NotADirectoryError, PermissionError, FileExistsError) as e:
-        _fail(f"cannot use workdir {FLAGS.workdir!r}: {e}")
+    except OSError as e:
+        _fail(f"cannot use workdir {FLAGS.workdir!r}: {e.strerror or e}; pass a writable "
+              "directory (it is created if missing)")
     try:
         runtime.split_cpu(config.num_cpu_devices)
         runtime.set_precision(config.precision)
@@ -172,7 +175,6 @@ def main(argv):
         strategy = runtime.make_strategy(config.strategy)
     except ValueError as e:
         _fail(str(e))
-    workdir_write_config(workdir, config)
     logging.info("tfkd: mode=%s dataset=%s model=%s strategy=%s (%d replicas) workdir=%s",
                  config.mode, config.dataset, config.model, type(strategy).__name__.lstrip("_"),
                  strategy.num_replicas_in_sync, workdir.root)
@@ -181,11 +183,16 @@ def main(argv):
             MODE_FUNCTIONS[config.mode](config, workdir)
     except ConfigError as e:
         _fail(str(e))
+    except TrainingError as e:
+        sys.stderr.write(f"tfkd: error: {e}\n")
+        sys.exit(EXIT_FAILED)
     finally:
         if workdir.scratch:
             shutil.rmtree(workdir.scratch, ignore_errors=True)
     if not workdir.writable:
         return
+    # Recorded once the run has succeeded: a refused invocation leaves the workdir as it was.
+    workdir_write_config(workdir, config)
     rows = [record["row"] for record in workdir.all_metrics()]
     markdown = report.write_report(rows, workdir.root,
                                    title=f"{config.dataset} / {config.model}")
@@ -199,7 +206,7 @@ def workdir_write_config(workdir, config):
         from tfkd.workdir import write_json
 
         write_json(workdir.path("config.json"), {"config": config.to_dict(),
-                                                  "versions": _versions()})
+                                                  "argv": sys.argv, "versions": _versions()})
 
 
 def _quiet_logging():
@@ -217,7 +224,8 @@ def _versions():
     import importlib.metadata as md
 
     versions = {}
-    for package in ("tfkd", "tensorflow", "keras", "numpy", "absl-py"):
+    for package in ("tfkd", "tensorflow", "keras", "numpy", "absl-py", "tensorflow-datasets",
+                    "keras-tuner"):
         try:
             versions[package] = md.version(package)
         except md.PackageNotFoundError:

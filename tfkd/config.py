@@ -14,6 +14,11 @@ class ConfigError(ValueError):
     """A setting a user can fix; the CLI prints it as one line and exits with code 2."""
 
 
+class TrainingError(RuntimeError):
+    """A training run that failed (its loss diverged); the CLI prints it as one line and
+    exits with code 1. Finished models stay in the workdir."""
+
+
 def _choice(field, value, accepted):
     if value not in accepted:
         raise ConfigError(f"unknown {field} {value!r}; choose one of: {', '.join(accepted)}")

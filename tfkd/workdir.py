@@ -5,6 +5,9 @@
       models/<name>.keras         every trained model (plain Keras files)
       metrics/<name>.json         per-model result row + training history
       logs/<name>/                TensorBoard logs
+      state/<name>-<hash>.npz     an unfinished model's state after its last epoch, removed
+                                  when the model is finished (hash: its training settings)
+      cache/                      teachers' logits (see tfkd.cache)
       results.{md,csv,json,png}   the results table and chart
 
 Every file is written atomically (temporary file in the same directory, then
@@ -63,6 +66,7 @@ class Workdir:
     def __init__(self, root, scratch=None):
         self.root = os.path.abspath(os.fspath(root))
         self.scratch = os.path.abspath(scratch) if scratch else None
+        self.trained = set()  # model files (re)written by this process
 
     @property
     def writable(self):
@@ -73,8 +77,11 @@ class Workdir:
         for top in filter(None, (self.root, self.scratch)):
             if os.path.exists(top) and not os.path.isdir(top):
                 raise NotADirectoryError(f"workdir {top} exists and is not a directory")
-        for sub in ("models", "metrics", "logs", "cache"):
+        for sub in ("models", "metrics", "logs", "cache", "state"):
             os.makedirs(os.path.join(self.scratch or self.root, sub), exist_ok=True)
+        # Found out now rather than after hours of training: can this process write here?
+        probe = tempfile.NamedTemporaryFile(dir=self.scratch or self.root, prefix=".probe")
+        probe.close()
         return self
 
     def path(self, *parts):
@@ -97,12 +104,21 @@ class Workdir:
     def logs_path(self, name):
         return self._write("logs", name)
 
+    def state_path(self, name, key):
+        return self._write("state", f"{name}-{key}.npz")
+
     def has_model(self, name):
         return os.path.exists(self.model_path(name)) and os.path.exists(self.metrics_path(name))
 
     def save_model(self, model, name):
         with atomic_path(self._write("models", f"{name}.keras")) as tmp:
             model.save(tmp)
+
+    def remove_model(self, name):
+        """Deletes `name`'s model and metrics files (this process's own copies)."""
+        for path in (self._write("models", f"{name}.keras"), self._write("metrics", f"{name}.json")):
+            if os.path.exists(path):
+                os.remove(path)
 
     def load_model(self, name):
         import keras  # deferred: reading metrics and reports needs no TensorFlow

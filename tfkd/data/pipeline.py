@@ -1,4 +1,10 @@
-"""In-memory NumPy arrays -> `tf.data.Dataset`, optionally with precomputed teacher logits."""
+"""In-memory NumPy arrays -> `tf.data.Dataset`, optionally with precomputed teacher logits.
+
+Every dataset is built over example *indices*: the indices are shuffled and batched, and
+each batch gathers its examples (and its rows of a memory-mapped teacher-logit cache, so
+that a cache is never loaded whole). Shuffling `range(n)` with a seed gives the same
+permutation as shuffling the examples themselves.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,9 @@ from typing import Optional
 
 import numpy as np
 import tensorflow as tf
+
+AUGMENTATIONS = ("none", "crop_flip")
+CROP_PADDING = 4
 
 
 def make_tf_dataset(
@@ -19,12 +28,21 @@ def make_tf_dataset(
     drop_remainder: bool = False,
     repeat: bool = False,
     augment: str = "none",
+    epochs: Optional[int] = None,
+    initial_epoch: int = 0,
 ) -> tf.data.Dataset:
     """Batches (x, y), or ({"inputs": x, "teacher_logits": t}, y) when `teacher_logits` is given.
 
     The dict form lets a Distiller train against teacher outputs computed once, instead of
     running the teachers on every step; the logits travel with their example through the
     shuffle.
+
+    Two ways to shuffle:
+      - without `epochs`: one pass per iteration, reshuffled each time the dataset is
+        iterated (as `fit(dataset, epochs=...)` does); `repeat` makes it endless.
+      - with `epochs`: the batches of epochs `initial_epoch` .. `epochs - 1` in one finite
+        dataset (pass `steps_per_epoch` to fit). Epoch e's order depends only on (seed, e),
+        so a run resumed at epoch k sees exactly the batches an uninterrupted run sees.
 
     `augment="crop_flip"` applies the standard CIFAR augmentation to every example of every
     epoch: pad 4 pixels (with zeros, the mean of standardised data), crop back to the
@@ -45,6 +63,8 @@ def make_tf_dataset(
         raise ValueError(
             f"teacher_logits has {len(teacher_logits)} rows but x has {len(x)} examples"
         )
+    if epochs is not None and not 0 <= initial_epoch < epochs:
+        raise ValueError(f"initial_epoch must be in [0, epochs={epochs}), got {initial_epoch!r}")
     if augment != "none":
         if teacher_logits is not None:
             # The teacher must see the augmented image its student sees: cached logits of
@@ -54,35 +74,77 @@ def make_tf_dataset(
         if x.ndim != 4:
             raise ValueError(f"augment={augment!r} needs images (n, height, width, channels), "
                              f"got x of shape {x.shape}")
-    if isinstance(teacher_logits, np.memmap):
-        return _with_streamed_logits(x, y, teacher_logits, batch_size=batch_size,
-                                     shuffle=shuffle, seed=seed,
-                                     drop_remainder=drop_remainder, repeat=repeat)
-    if teacher_logits is None:
-        features = x
-    else:
-        features = {"inputs": x, "teacher_logits": np.asarray(teacher_logits, np.float32)}
 
-    dataset = tf.data.Dataset.from_tensor_slices((features, y))
-    if shuffle:
-        # A full-size buffer is affordable for in-memory data and gives a true permutation.
-        # Shuffling before repeat gives each epoch a new order without mixing epochs.
-        dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        dataset = dataset.repeat()
-    if augment != "none":
-        # One stateless seed pair per example; rerandomize_each_iteration gives each epoch
-        # (each new iterator) fresh draws from the same seeded stream.
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
-            lambda example, pair: (crop_flip(example[0], pair), example[1]),
-            num_parallel_calls=tf.data.AUTOTUNE)
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    n = len(x)
+    seed = 0 if seed is None else int(seed)
+    x_all, y_all = tf.constant(x), tf.constant(y)
+    read_logits = _logit_reader(teacher_logits)
+
+    def batches(pairs):
+        """(counter, index) pairs -> batches; the counter seeds the example's augmentation."""
+        if augment != "none":
+            def one_example(counter, index):
+                pair = tf.stack([tf.constant(seed, tf.int64), counter])
+                return crop_flip(tf.gather(x_all, index), pair), tf.gather(y_all, index)
+
+            examples = pairs.map(one_example, num_parallel_calls=tf.data.AUTOTUNE)
+            return examples.batch(batch_size, drop_remainder=drop_remainder)
+
+        def one_batch(_, indices):
+            inputs = tf.gather(x_all, indices)
+            if read_logits is not None:
+                inputs = {"inputs": inputs, "teacher_logits": read_logits(indices)}
+            return inputs, tf.gather(y_all, indices)
+
+        return pairs.batch(batch_size, drop_remainder=drop_remainder).map(one_batch)
+
+    if epochs is not None:
+        # Batched within each epoch: the last, smaller batch of an epoch stays its own.
+        dataset = tf.data.Dataset.range(initial_epoch, epochs).flat_map(
+            lambda epoch: batches(_epoch_pairs(n, epoch, seed=seed, shuffle=shuffle)))
+    else:
+        indices = tf.data.Dataset.range(n)
+        if shuffle:
+            # A full-size buffer is affordable for in-memory data and gives a true
+            # permutation. Shuffling before repeat gives each epoch a new order without
+            # mixing epochs.
+            indices = indices.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        if repeat:
+            indices = indices.repeat()
+        # rerandomize_each_iteration: each epoch (each new iterator) draws afresh.
+        counters = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        dataset = batches(tf.data.Dataset.zip((counters, indices)))
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-AUGMENTATIONS = ("none", "crop_flip")
-CROP_PADDING = 4
+def _epoch_pairs(n, epoch, *, seed, shuffle):
+    """(counter, index) pairs of one epoch: a permutation of range(n) drawn statelessly from
+    (seed, epoch); counter = epoch * n + index is unique over the whole run."""
+    order = tf.range(n, dtype=tf.int64)
+    if shuffle:
+        order = tf.random.experimental.stateless_shuffle(
+            order, seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+    return tf.data.Dataset.from_tensor_slices((epoch * n + order, order))
+
+
+def _logit_reader(teacher_logits):
+    """A function from a batch of indices to those rows of `teacher_logits` (None: no logits)."""
+    if teacher_logits is None:
+        return None
+    num_classes = teacher_logits.shape[1]
+    if isinstance(teacher_logits, np.memmap):
+        # Each step reads its own rows from disk; the cache is never loaded whole.
+        def read_rows(indices):
+            return np.asarray(teacher_logits[indices], dtype=np.float32)
+
+        def read(indices):
+            logits = tf.numpy_function(read_rows, [indices], tf.float32)
+            logits.set_shape([None, num_classes])
+            return logits
+
+        return read
+    table = tf.constant(np.asarray(teacher_logits, np.float32))
+    return lambda indices: tf.gather(table, indices)
 
 
 def crop_flip(image, seed_pair):
@@ -93,32 +155,3 @@ def crop_flip(image, seed_pair):
     cropped = tf.image.stateless_random_crop(padded, (height, width, channels), seed=seed_pair)
     # A second, different seed for the flip: reusing the crop's would correlate them.
     return tf.image.stateless_random_flip_left_right(cropped, seed=seed_pair[::-1])
-
-
-def _with_streamed_logits(x, y, teacher_logits, *, batch_size, shuffle, seed, drop_remainder,
-                          repeat):
-    """The dict form, reading each batch's teacher logits from a memory-mapped cache file.
-
-    Indices are shuffled and batched, not examples, so the cache is never loaded whole:
-    each step reads its own rows from disk. Shuffling `range(n)` with the same seed gives
-    the same permutation as shuffling the examples, so batches equal the in-memory form's.
-    """
-    x_all, y_all = tf.constant(x), tf.constant(y)
-    num_classes = teacher_logits.shape[1]
-
-    def read_rows(indices):
-        return np.asarray(teacher_logits[indices], dtype=np.float32)
-
-    def fetch(indices):
-        logits = tf.numpy_function(read_rows, [indices], tf.float32)
-        logits.set_shape([None, num_classes])
-        return ({"inputs": tf.gather(x_all, indices), "teacher_logits": logits},
-                tf.gather(y_all, indices))
-
-    indices = tf.data.Dataset.range(len(x))
-    if shuffle:
-        indices = indices.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        indices = indices.repeat()
-    indices = indices.batch(batch_size, drop_remainder=drop_remainder)
-    return indices.map(fetch).prefetch(tf.data.AUTOTUNE)

@@ -2,14 +2,15 @@
 
 import dataclasses
 import json
+import os
 import time
 
 import keras
 import tensorflow as tf
 from absl import logging
 
-from tfkd import cache, metrics, optim, runtime
-from tfkd.config import ConfigError
+from tfkd import cache, metrics, optim, resume, runtime
+from tfkd.config import ConfigError, TrainingError
 from tfkd.data import DatasetError, load_dataset, make_tf_dataset
 from tfkd.distiller import Distiller, check_teachers
 from tfkd.ensemble import Ensemble
@@ -103,11 +104,11 @@ def fit_model(config, workdir, splits, *, name, kind, seed, teachers=None, teach
     Returns (model, result row).
     """
     settings = model_settings(config, seed, teacher_name, teacher_paths, teachers is not None)
-    if workdir.has_model(name) and reusable(config, workdir, name, settings):
-        row = workdir.read_metrics(name)["row"]
+    finished = load_finished(config, workdir, name, settings, teacher_paths)
+    if finished is not None:
         if progress:
-            progress.report(row)
-        return workdir.load_model(name), row
+            progress.report(finished[1])
+        return finished
 
     started = time.time()
     keras.utils.set_random_seed(seed)
@@ -138,27 +139,82 @@ def fit_model(config, workdir, splits, *, name, kind, seed, teachers=None, teach
     distiller.compile(optimizer=optim.make_optimizer(config, steps_per_epoch),
                       jit_compile=runtime.resolve_jit_compile(config.jit_compile,
                                                               tf.distribute.get_strategy()))
-    train = make_tf_dataset(splits.x_train, splits.y_train, batch_size=config.batch_size,
-                            shuffle=True, seed=seed, teacher_logits=train_logits,
-                            augment=config.augment)
-    val = make_tf_dataset(splits.x_val, splits.y_val, batch_size=512, teacher_logits=val_logits)
-    callbacks = [keras.callbacks.TensorBoard(workdir.logs_path(name))]
-    if config.checkpoint == "best_val":
-        # Never stops early (patience = all epochs); only keeps the best epoch's weights.
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=config.epochs, restore_best_weights=True))
-    history = distiller.fit(train, validation_data=val, epochs=config.epochs, shuffle=False,
-                            verbose=config.verbose, callbacks=callbacks)
+    # After every epoch the student's state is saved; a killed run resumes from it.
+    state = resume.TrainingState(
+        workdir.state_path(name, state_key(settings)), distiller,
+        keep_best="val_loss" if config.checkpoint == "best_val" else None)
+    initial_epoch = state.restore()
+    if initial_epoch:
+        logging.info("%s: resuming after epoch %d of %d", name, initial_epoch, config.epochs)
+    if initial_epoch < config.epochs:
+        train = make_tf_dataset(splits.x_train, splits.y_train, batch_size=config.batch_size,
+                                shuffle=True, seed=seed, teacher_logits=train_logits,
+                                augment=config.augment, epochs=config.epochs,
+                                initial_epoch=initial_epoch)
+        val = make_tf_dataset(splits.x_val, splits.y_val, batch_size=512,
+                              teacher_logits=val_logits)
+        callbacks = [keras.callbacks.TensorBoard(workdir.logs_path(name)),
+                     resume.StopOnDivergence(name, f" (--learning_rate={config.learning_rate:g})"),
+                     state]
+        try:
+            distiller.fit(train, validation_data=val, epochs=config.epochs,
+                          initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
+                          shuffle=False, verbose=config.verbose, callbacks=callbacks)
+        except resume.TrainingDiverged as e:
+            raise TrainingError(str(e)) from None
+    history = state.finish()
 
     row = {"name": name, "kind": kind, "seed": seed, "generation": generation,
            "teacher": teacher_name, **evaluate_model(student, splits)}
-    history = {k: [float(v) for v in vs] for k, vs in history.history.items()}
     workdir.save_model(student, name)
     workdir.write_metrics(name, {"row": row, "history": history, "settings": settings,
                                  "seconds": time.time() - started})
+    workdir.trained.add(workdir.model_path(name))
+    state.discard()
     if progress:
         progress.report(row, time.time() - started)
     return student, row
+
+
+def state_key(settings):
+    """A short hash of a model's training settings: a state saved under other settings is
+    never resumed."""
+    return cache.fingerprint((), json.dumps(settings, sort_keys=True))
+
+
+def load_finished(config, workdir, name, settings, teacher_paths=None):
+    """(model, row) of `name` if the workdir holds it finished with `settings`, else None.
+
+    A finished model trained with other settings is a ConfigError (unless --overwrite);
+    an unreadable model or metrics file is reported and the model trained again, and so
+    is every student of a teacher trained again in this run.
+    """
+    if not workdir.has_model(name):
+        return None
+    try:
+        record = workdir.read_metrics(name)
+        row = record["row"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return _redo(workdir, name, workdir.metrics_path(name), e)
+    retrained = [p for p in teacher_paths or () if p in workdir.trained]
+    if retrained and record.get("settings", {}).get("teachers") != settings.get("teachers"):
+        logging.info("%s: training it again, its teacher %s was trained again in this run",
+                     name, os.path.basename(retrained[0]))
+        return None
+    if not reusable(config, workdir, name, settings, record):
+        return None
+    try:
+        return workdir.load_model(name), row
+    except Exception as e:  # noqa: BLE001 -- Keras raises many kinds for a damaged file
+        return _redo(workdir, name, workdir.model_path(name), e)
+
+
+def _redo(workdir, name, path, error):
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    logging.warning("%s: %s is unreadable (%s: %s); training it again", name, path,
+                    type(error).__name__, reason[:200])
+    workdir.remove_model(name)
+    return None
 
 
 def model_settings(config, seed, teacher_name, teacher_paths, distilled):
@@ -171,10 +227,11 @@ def model_settings(config, seed, teacher_name, teacher_paths, distilled):
     return json.loads(json.dumps(settings))  # as it reads back from the metrics file
 
 
-def reusable(config, workdir, name, settings):
+def reusable(config, workdir, name, settings, record=None):
     """True if the finished model `name` was trained with `settings`; with --overwrite a
     mismatch means retrain, without it a ConfigError naming the first difference."""
-    stored = workdir.read_metrics(name).get("settings", {})
+    record = workdir.read_metrics(name) if record is None else record
+    stored = record.get("settings", {})
     changed = [k for k in settings if stored.get(k) != settings[k]]
     if not changed:
         return True
@@ -233,4 +290,13 @@ def load_members(config, directory):
             f"no trained teacher {missing[0]!r} in {directory.root} ({len(missing)} of "
             f"{len(names)} members missing); run --mode=train with --workdir={directory.root} "
             "first, or use --mode=pipeline")
-    return [directory.load_model(n) for n in names], [directory.model_path(n) for n in names]
+    models = []
+    for n in names:
+        try:
+            models.append(directory.load_model(n))
+        except Exception as e:  # noqa: BLE001 -- Keras raises many kinds for a damaged file
+            reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+            raise ConfigError(
+                f"teacher file {directory.model_path(n)} is unreadable ({type(e).__name__}: "
+                f"{reason}); retrain it with --mode=train --workdir={directory.root}") from None
+    return models, [directory.model_path(n) for n in names]

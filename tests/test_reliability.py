@@ -1,0 +1,297 @@
+"""Reliability: SIGKILL and resume, determinism, divergence, damaged artifacts, bad input."""
+
+import glob
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from test_cli import ROOT, ok, tfkd
+
+# A pipeline small enough for the suite but with fits long enough to be killed in.
+PIPELINE = ["--dataset=digits", "--model=mlp", "--num_models=2", "--epochs=12",
+            "--self_distill_steps=1", "--deterministic"]
+
+
+def start(workdir, *args):
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.Popen([sys.executable, "-m", "tfkd", *PIPELINE, f"--workdir={workdir}",
+                             *args], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def saved_epoch(workdir, name):
+    """Epochs completed in `name`'s saved training state (0 if none)."""
+    for path in glob.glob(os.path.join(workdir, "state", f"{name}-*.npz")):
+        try:
+            with np.load(path) as saved:
+                return json.loads(str(saved["meta"]))["epoch"]
+        except (OSError, ValueError, KeyError):
+            return 0  # replaced between glob and read
+    return 0
+
+
+def kill_when(process, condition, timeout=300):
+    deadline = time.time() + timeout
+    while not condition():
+        assert process.poll() is None, "the run finished before the kill point: " + (
+            process.stderr.read()[-2000:])
+        assert time.time() < deadline, "kill point never reached"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+
+
+def finished_models(workdir):
+    return {os.path.basename(p): os.stat(p).st_mtime_ns
+            for p in glob.glob(os.path.join(workdir, "models", "*.keras"))}
+
+
+def results(workdir):
+    return open(os.path.join(workdir, "results.csv")).read()
+
+
+def test_sigkill_at_three_points_then_resume_equals_an_uninterrupted_run(tmp_path):
+    reference = tmp_path / "uninterrupted"
+    clean = start(reference)
+    clean.communicate()
+    assert clean.returncode == 0
+
+    workdir = str(tmp_path / "killed")
+    kill_points = [
+        # during a member's fit, after some epochs
+        ("member_0 mid-fit", lambda: saved_epoch(workdir, "member_0") >= 3),
+        # between stages: the last member is finished, the distillation has not begun
+        ("between train and distill",
+         lambda: os.path.exists(os.path.join(workdir, "metrics", "member_1.json"))),
+        # while the distilled student trains
+        ("distilled mid-fit", lambda: saved_epoch(workdir, "distilled") >= 2),
+    ]
+    for label, condition in kill_points:
+        before = finished_models(workdir)
+        kill_when(start(workdir), condition)
+        after = finished_models(workdir)
+        # No finished model was trained again (its file was not rewritten).
+        assert {k: after[k] for k in before} == before, label
+    final = start(workdir)
+    _, stderr = final.communicate()
+    assert final.returncode == 0, stderr[-2000:]
+    assert "distilled: resuming after epoch" in stderr
+    assert "(reused)" in stderr
+    assert results(workdir) == results(reference)
+    # Training states are removed once their model is finished.
+    assert not glob.glob(os.path.join(workdir, "state", "*.npz"))
+    history = json.load(open(os.path.join(workdir, "metrics", "distilled.json")))["history"]
+    reference_history = json.load(open(reference / "metrics" / "distilled.json"))["history"]
+    assert history == reference_history and len(history["loss"]) == 12
+
+
+def test_two_deterministic_runs_give_identical_metrics(tmp_path):
+    args = ["--mode=train", "--dataset=digits", "--model=cnn", "--num_models=1", "--epochs=2",
+            "--deterministic"]
+    records = []
+    for run in ("a", "b"):
+        ok(tfkd(*args, f"--workdir={tmp_path / run}"))
+        records.append(json.load(open(tmp_path / run / "metrics" / "member_0.json")))
+    assert records[0]["row"] == records[1]["row"]
+    assert records[0]["history"] == records[1]["history"]
+
+
+def test_diverging_loss_stops_with_model_epoch_and_causes(tmp_path):
+    workdir = tmp_path / "run"
+    ok(tfkd("--mode=train", "--smoke", "--model=mlp", "--num_models=1", f"--workdir={workdir}"))
+    before = snapshot(workdir)
+    result = tfkd("--mode=distill", "--smoke", "--model=mlp", "--num_models=1",
+                  "--optimizer=sgd", "--learning_rate=1e8", "--overwrite",
+                  f"--workdir={workdir}")
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("tfkd: error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr
+    assert "distilled" in errors[0] and "epoch 1" in errors[0]
+    assert "--learning_rate=1e+08" in errors[0] and "precision" in errors[0]
+    assert not os.path.exists(workdir / "models" / "distilled.keras")
+    assert changed_files(before, snapshot(workdir)) <= {"logs", "cache"}
+
+
+def snapshot(workdir):
+    """{relative path: content hash} of every file of the workdir."""
+    files = {}
+    for directory, _, names in os.walk(workdir):
+        for name in names:
+            path = os.path.join(directory, name)
+            with open(path, "rb") as f:
+                files[os.path.relpath(path, workdir)] = hashlib.sha1(f.read()).hexdigest()
+    return files
+
+
+def changed_files(before, after):
+    """Top-level workdir entries in which a file appeared, disappeared or changed."""
+    changed = {p for p in before.keys() | after.keys() if before.get(p) != after.get(p)}
+    return {p.split(os.sep)[0] for p in changed}
+
+
+def test_damaged_artifacts_are_reported_and_redone(tmp_path):
+    workdir = tmp_path / "run"
+    common = ["--smoke", "--model=mlp", "--num_models=2", f"--workdir={workdir}"]
+    ok(tfkd("--mode=pipeline", *common))
+    # A damaged teacher cache, read again by the distilled student (whose files are gone).
+    for cache in glob.glob(str(workdir / "cache" / "*.npy")):
+        open(cache, "wb").write(b"not a numpy file")
+    os.remove(workdir / "models" / "distilled.keras")
+    result = ok(tfkd("--mode=distill", *common))
+    assert "teacher cache" in result.stderr and "computing it again" in result.stderr
+    # A truncated model and a garbled metrics file.
+    model = workdir / "models" / "member_1.keras"
+    model.write_bytes(model.read_bytes()[:100])
+    (workdir / "metrics" / "distilled.json").write_text('{"row": ')
+    untouched = workdir / "models" / "member_0.keras"
+    mtime = os.stat(untouched).st_mtime_ns
+    result = ok(tfkd("--mode=pipeline", *common))
+    assert "member_1.keras is unreadable" in result.stderr
+    assert "distilled.json is unreadable" in result.stderr
+    # Students of the redone member are redone too; the rest is reused.
+    assert "self_distilled_1_g1: training it again, its teacher member_1.keras" in result.stderr
+    assert "self_distilled_0_g1" in result.stderr and "(reused)" in result.stderr
+    assert os.stat(untouched).st_mtime_ns == mtime  # the intact member was reused
+    import keras
+
+    keras.saving.load_model(str(model), compile=False)  # redone, readable again
+
+
+def test_unusable_training_state_starts_over(tmp_path):
+    workdir = tmp_path / "run"
+    args = ["--mode=train", "--smoke", "--model=mlp", "--num_models=1", f"--workdir={workdir}"]
+    ok(tfkd(*args))
+    os.remove(workdir / "models" / "member_0.keras")
+    os.makedirs(workdir / "state", exist_ok=True)
+    # A state file for exactly these settings, but damaged.
+    record = json.load(open(workdir / "metrics" / "member_0.json"))
+    from tfkd.modes.common import state_key
+
+    key = state_key(record["settings"])
+    (workdir / "state" / f"member_0-{key}.npz").write_bytes(b"PK\x03\x04 damaged")
+    result = ok(tfkd(*args))
+    assert "ignoring unusable training state" in result.stderr
+
+
+# --- bad input: one line, exit code 2, nothing in the workdir changed -------------------------
+
+def invoke(argv):
+    """The tfkd command in this process (absl flags reset first): its exit code."""
+    from absl import flags
+
+    from tfkd import cli
+
+    if "mode" not in flags.FLAGS:
+        cli.define_flags()
+    flags.FLAGS.unparse_flags()
+    try:
+        cli.main(cli._parse_flags(["tfkd", *argv]))
+    except SystemExit as e:
+        return e.code
+    return 0
+
+
+@pytest.fixture(scope="module")
+def finished_workdir(tmp_path_factory):
+    """A workdir with a finished member on digits, and teachers of other shapes and classes."""
+    root = tmp_path_factory.mktemp("reliability")
+    small = ["--smoke", "--model=mlp", "--num_models=1", "--mode=train"]
+    ok(tfkd(*small, f"--workdir={root / 'run'}"))
+    ok(tfkd(*small, "--dataset=mnist1d", f"--workdir={root / 'mnist1d_teachers'}"))
+    ok(subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tests", "helpers", "mock_tfds_cli.py"), "32",
+         *small, "--dataset=cifar100", f"--workdir={root / 'cifar100_teachers'}"],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+        env={**os.environ, "PYTHONPATH": ROOT}))
+    corrupt = root / "corrupt_teachers"
+    ok(tfkd(*small, f"--workdir={corrupt}"))
+    (corrupt / "models" / "member_0.keras").write_bytes(b"PK\x03\x04 not a model")
+    (root / "a_file").write_text("not a directory")
+    return root
+
+
+def bad_invocations(root):
+    run = f"--workdir={root / 'run'}"
+    base = ["--smoke", "--model=mlp", "--num_models=1", run]
+    distill = ["--mode=distill", "--smoke", "--model=mlp", "--num_models=1", run]
+    return [  # (argv, text the one error line must contain)
+        (["--mode=pretrain", *base], "pretrain"),
+        (["--optimizer=lion", *base], "lion"),
+        (["--lr_schedule=exponential", *base], "exponential"),
+        (["--checkpoint=middle", *base], "middle"),
+        (["--strategy=tpu", *base], "tpu"),
+        (["--precision=float8", *base], "float8"),
+        (["--augment=mixup", *base], "mixup"),
+        (["--epochs=abc", *base], "abc"),
+        (["--no_such_flag=1", *base], "no_such_flag"),
+        ([*base, "stray_argument"], "stray_argument"),
+        (["--dataset=cifar1000", *base], "cifar1000"),
+        (["--smoke", "--model=vgg99", "--num_models=1", run], "vgg99"),
+        (["--num_models=0", "--smoke", run], "num_models must be a whole number >= 1, got 0"),
+        (["--num_models=-3", "--smoke", run], "-3"),
+        (["--epochs=0", *base], "epochs must be a whole number >= 1, got 0"),
+        (["--batch_size=0", *base], "batch_size must be a whole number >= 1, got 0"),
+        (["--self_distill_steps=0", *base], "self_distill_steps"),
+        (["--num_cpu_devices=0", *base], "num_cpu_devices"),
+        (["--alpha=1.5", *base], "1.5"),
+        (["--alpha=-0.1", *base], "-0.1"),
+        (["--temperature=0", *base], "temperature must be > 0, got 0"),
+        (["--temperature=-2", *base], "-2"),
+        (["--learning_rate=0", *base], "learning_rate must be > 0"),
+        (["--distillation_loss=cosine", *base], "cosine"),
+        (["--teacher_average=median", *base], "median"),
+        (["--seed=-1", *base], "seed must be >= 0, got -1"),
+        (["--momentum=1.5", *base], "1.5"),
+        (["--weight_decay=-1", *base], "-1"),
+        (["--lr_schedule=step", *base], "--lr_decay_epochs"),
+        (["--lr_schedule=step", "--lr_decay_epochs=30,10", *base], "'30,10'"),
+        (["--lr_decay_epochs=x,y", *base], "'x,y'"),
+        (["--lr_decay_epochs=10", *base], "--lr_schedule=step"),
+        (["--warmup_epochs=50", *base], "50"),
+        (["--val_size=1.5", *base], "1.5"),
+        (["--image_size=-1", "--dataset=cifar10", *base], "-1"),
+        (["--data_dir=/tmp", *base], "'digits'"),
+        (["--augment=crop_flip", "--dataset=mnist1d", *base], "crop_flip"),
+        (["--dataset=imdb_reviews", *base], "imdb_reviews"),
+        (["--learning_rate=0.5", "--mode=train", *base], "learning_rate=0.5"),
+        (["--workdir=" + str(root / "a_file"), "--smoke"], str(root / "a_file")),
+        (["--workdir=/proc/tfkd_workdir", "--smoke"], "/proc/tfkd_workdir"),
+        ([*distill, "--teacher_dir=/nonexistent/teachers"], "/nonexistent/teachers"),
+        ([*distill, f"--teacher_dir={root / 'mnist1d_teachers'}"], "(40, 1)"),
+        ([*distill, "--dataset=cifar10", f"--teacher_dir={root / 'cifar100_teachers'}"],
+         "100"),
+        ([*distill, f"--teacher_dir={root / 'corrupt_teachers'}"], "member_0.keras"),
+        (["--dataset=cifar10", "--data_dir=" + str(root / "no_tfds"), *base], "tfds build"),
+    ]
+
+
+def test_thirty_plus_bad_invocations(finished_workdir, capsys, monkeypatch):
+    import tensorflow_datasets as tfds
+
+    def offline(self, *args, **kwargs):
+        raise ConnectionError("network unreachable")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
+    cases = bad_invocations(finished_workdir)
+    assert len(cases) >= 30
+    before = snapshot(finished_workdir / "run")
+    for argv, named in cases:
+        if any("cifar10" in a for a in argv) and "--teacher_dir" in " ".join(argv):
+            with tfds.testing.mock_data(num_examples=32):
+                code = invoke(argv)
+        else:
+            code = invoke(argv)
+        stderr = capsys.readouterr().err
+        errors = [line for line in stderr.splitlines() if line.startswith("tfkd: error:")]
+        assert code == 2, (argv, code, stderr[-1500:])
+        assert len(errors) == 1, (argv, stderr[-1500:])
+        assert named in errors[0], (argv, errors[0])
+        assert "Traceback" not in stderr, argv
+        assert snapshot(finished_workdir / "run") == before, argv
