@@ -142,3 +142,29 @@ def test_teachers_of_another_dataset_are_refused(tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     assert "teacher 0 takes inputs of shape (40, 1)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_self_distill_with_optimal_alpha_records_one_alpha_per_step(tmp_path):
+    workdir = tmp_path / "run"
+    ok(tfkd("--mode=self_distill", "--smoke", "--model=mlp", "--self_distill_steps=2",
+            "--self_distill_alpha=optimal", "--distillation_loss=probability_mse",
+            f"--workdir={workdir}"))
+    chosen = json.load(open(workdir / "self_distill_alphas.json"))["alphas"]
+    assert sorted(chosen) == ["chain_0", "chain_1"]
+    for chain, alphas in chosen.items():
+        assert len(alphas) == 2 and all(0.0 <= a <= 1.0 for a in alphas)
+        for g, alpha in enumerate(alphas, start=1):
+            record = json.load(open(workdir / "metrics" / f"self_distilled_{chain[-1]}_g{g}.json"))
+            assert record["row"]["alpha"] == alpha and record["settings"]["alpha"] == alpha
+    # The alpha = 0 probes are kept as models but are not results.
+    assert os.path.exists(workdir / "models" / "self_distilled_0_g1_alpha0.keras")
+    assert not any(n.endswith("_alpha0") for n in result_names(workdir))
+
+
+def test_self_distill_alpha_per_step_list(tmp_path):
+    workdir = tmp_path / "run"
+    ok(tfkd("--mode=self_distill", "--smoke", "--model=mlp", "--num_models=1",
+            "--self_distill_steps=2", "--self_distill_alpha=0.2,0.7", f"--workdir={workdir}"))
+    for g, alpha in ((1, 0.2), (2, 0.7)):
+        record = json.load(open(workdir / "metrics" / f"self_distilled_0_g{g}.json"))
+        assert record["row"]["alpha"] == alpha

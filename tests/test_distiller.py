@@ -352,3 +352,35 @@ def test_compile_refuses_a_loss(teachers):
     distiller = Distiller(make_tiny_cnn(6), teachers)
     with pytest.raises(ValueError, match="builds its own loss"):
         distiller.compile(optimizer="adam", loss="mse")
+
+
+# -- alpha outside [0, 1] ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alpha", [1.5, -0.25])
+def test_alpha_outside_unit_interval_needs_extrapolate(digits, teachers, alpha):
+    x, y = digits
+    xb, yb = x[:BATCH], y[:BATCH]
+    student = make_tiny_cnn(7, batch_norm=False)
+    with pytest.raises(ValueError, match="extrapolate=True"):
+        Distiller(student, teachers, alpha=alpha)
+    distiller = Distiller(student, teachers, alpha=alpha, extrapolate=True, temperature=2.0)
+    logits, teacher_logits = student(xb), distiller.teachers(xb)
+    terms = distiller._loss_terms(yb, logits, teacher_logits, None, None, None)
+    # Both terms keep their (possibly negative) weights.
+    expected = (alpha * terms["student_loss"].numpy()
+                + (1 - alpha) * terms["distillation_loss"].numpy())
+    np.testing.assert_allclose(terms["loss"].numpy(), expected, rtol=1e-6)
+    assert Distiller.from_config(distiller.get_config()).alpha == alpha
+
+
+def test_alpha_one_with_cached_teacher_logits_trains(digits, teachers):
+    """Cached logits fed to an alpha = 1 Distiller (a self-distillation step whose estimated
+    alpha is 1) are ignored, not an error."""
+    x, y = digits
+    student = make_tiny_cnn(7)
+    distiller = Distiller(student, None, alpha=1.0)
+    distiller.compile(optimizer="adam")
+    logits = teachers[0].predict(x[:64], verbose=0)
+    distiller.fit(with_teacher_logits(x[:64], logits), y[:64], batch_size=32, epochs=1,
+                  verbose=0)

@@ -121,3 +121,23 @@ def test_adamw_gets_no_l2_penalty():
 def test_bad_optimiser_settings_name_the_value(changes, named):
     with pytest.raises(ConfigError, match=named):
         dataclasses.replace(Config(), **changes)
+
+
+@pytest.mark.parametrize("value, named", [
+    ("0.2,0.7", "2 values for 3"),
+    ("1.5", "'1.5'"),
+    ("best", "'best'"),
+])
+def test_bad_self_distill_alpha_names_the_value(value, named):
+    with pytest.raises(ConfigError, match=named):
+        Config(self_distill_steps=3, self_distill_alpha=value)
+
+
+def test_step_alphas():
+    assert Config(self_distill_steps=3, alpha=0.3).step_alphas() == [0.3, 0.3, 0.3]
+    assert Config(self_distill_steps=2, self_distill_alpha="0.6").step_alphas() == [0.6, 0.6]
+    assert Config(self_distill_steps=2, self_distill_alpha="optimal").step_alphas() == [
+        "optimal", "optimal"]
+    smoke = Config(self_distill_steps=5, self_distill_alpha="0.1,0.2,0.3,0.4,0.5",
+                   smoke=True).shrunk()
+    assert smoke.step_alphas() == [0.1, 0.2]

@@ -97,6 +97,17 @@ def define_flags():
                         "How members are averaged: logits or probabilities.")
     flags.DEFINE_integer("self_distill_steps", defaults.self_distill_steps,
                          "Generations per self-distillation chain (one chain per member).")
+    flags.DEFINE_string("self_distill_alpha", defaults.self_distill_alpha,
+                        "Ground-truth weight of each self-distillation step: empty (use "
+                        "--alpha), a number, a comma-separated list with one value per step, "
+                        "or 'optimal': before each step, a probe trained with alpha = 0 and "
+                        "the chain's ground-truth model give the alpha minimising the squared "
+                        "error of their mixture against the validation labels (Borup & "
+                        "Andersen); costs one more fit per step.")
+    flags.DEFINE_boolean("alpha_clip", defaults.alpha_clip,
+                         "With --self_distill_alpha=optimal, clip the estimate to [0, 1]; "
+                         "--noalpha_clip keeps values outside (the optimum can leave [0, 1] "
+                         "when the chain over- or under-regularises).")
     flags.DEFINE_boolean("teacher_cache", defaults.teacher_cache,
                          "Compute each teacher's logits once, keep them in <workdir>/cache "
                          "(float16) and train students without any teacher forward pass.")
@@ -193,7 +204,11 @@ def main(argv):
         return
     # Recorded once the run has succeeded: a refused invocation leaves the workdir as it was.
     workdir_write_config(workdir, config)
-    rows = [record["row"] for record in workdir.all_metrics()]
+    from tfkd.modes.self_distill import PROBE_KIND
+
+    # alpha = 0 probes of --self_distill_alpha=optimal are steps of an estimate, not results.
+    rows = [record["row"] for record in workdir.all_metrics()
+            if record["row"]["kind"] != PROBE_KIND]
     markdown = report.write_report(rows, workdir.root,
                                    title=f"{config.dataset} / {config.model}")
     print(markdown)

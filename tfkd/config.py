@@ -54,6 +54,10 @@ class Config:
     distillation_loss: str = "kl"
     teacher_average: str = "logits"
     self_distill_steps: int = 1
+    # Per-step ground-truth weight of a self-distillation chain: "" (= alpha), one number,
+    # a comma-separated list (one per step), or "optimal" (estimated at every step).
+    self_distill_alpha: str = ""
+    alpha_clip: bool = True  # "optimal": clip the estimate to [0, 1]
     teacher_cache: bool = True
     strategy: str = "auto"
     num_cpu_devices: int = 1
@@ -94,6 +98,7 @@ class Config:
                 raise ConfigError(f"{field} must be a whole number >= 1, got {value!r}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ConfigError(f"alpha must be in [0, 1] (the ground-truth weight), got {self.alpha!r}")
+        self.step_alphas()  # validates self_distill_alpha
         if not self.temperature > 0:
             raise ConfigError(f"temperature must be > 0, got {self.temperature!r}")
         if not self.learning_rate > 0:
@@ -135,13 +140,38 @@ class Config:
         if not self.workdir:
             raise ConfigError("workdir must not be empty")
 
+    def step_alphas(self):
+        """The ground-truth weight of each self-distillation step: floats, or "optimal"."""
+        text = self.self_distill_alpha.strip()
+        if not text:
+            return [self.alpha] * self.self_distill_steps
+        if text == "optimal":
+            return ["optimal"] * self.self_distill_steps
+        try:
+            values = [float(v) for v in text.split(",")]
+        except ValueError:
+            raise ConfigError(f"self_distill_alpha must be 'optimal', a number or a "
+                              f"comma-separated list of numbers in [0, 1], got {text!r}") from None
+        if any(not 0.0 <= v <= 1.0 for v in values):
+            raise ConfigError(f"self_distill_alpha values must be in [0, 1], got {text!r}")
+        if len(values) == 1:
+            return values * self.self_distill_steps
+        if len(values) != self.self_distill_steps:
+            raise ConfigError(f"self_distill_alpha={text!r} gives {len(values)} values for "
+                              f"{self.self_distill_steps} self_distill_steps; give one per step")
+        return values
+
     def shrunk(self):
         """The --smoke version of this config: the same recipe, in seconds."""
         if not self.smoke:
             return self
+        steps = min(self.self_distill_steps, 2)
+        alphas = self.self_distill_alpha
+        if "," in alphas:  # a per-step list keeps its first steps
+            alphas = ",".join(alphas.split(",")[:steps])
         return dataclasses.replace(
             self, epochs=1, num_models=min(self.num_models, 2),
-            self_distill_steps=min(self.self_distill_steps, 2), warmup_epochs=0,
+            self_distill_steps=steps, self_distill_alpha=alphas, warmup_epochs=0,
             # A recipe's validation count (5,000 of CIFAR's 50,000) may exceed a smoke
             # dataset; the default fraction always fits.
             val_size=self.val_size if self.val_size < 1 else 0.0)

@@ -14,6 +14,7 @@ teacher's features, which the cache does not hold).
 """
 
 import dataclasses
+import math
 import numbers
 
 import keras
@@ -117,7 +118,8 @@ class Distiller(keras.Model):
       teachers: None, a keras.Model, a list of models, or an `Ensemble`; all
         output logits. None is allowed when alpha = 1 or when every batch
         carries precomputed `teacher_logits`.
-      alpha: weight of the ground-truth loss, in [0, 1].
+      alpha: weight of the ground-truth loss, in [0, 1] (any finite value with
+        `extrapolate=True`).
       temperature: softening temperature (> 0) of the distillation loss.
       distillation_loss: "kl" (soft-target KL, T^2-scaled), "probability_mse",
         or any `keras.losses.Loss` taking (teacher_logits, student_logits).
@@ -128,17 +130,25 @@ class Distiller(keras.Model):
         logits by default.
       seed: seeds the initialisation of the hint adapter (the only weights
         the Distiller creates itself).
+      extrapolate: accept alpha outside [0, 1]. alpha > 1 gives the teacher a
+        negative weight (less smoothing than the teacher), alpha < 0 the labels.
+        In ridge regression the optimal mixing weight can lie there (Borup &
+        Andersen's chain; a 2026 follow-up); with a network, a negatively weighted
+        term is unbounded below, so watch the loss.
     """
 
     def __init__(self, student, teachers=None, *, alpha=0.5, temperature=4.0,
                  distillation_loss="kl", teacher_average=None, hint=None,
-                 student_loss=None, seed=None, **kwargs):
+                 student_loss=None, seed=None, extrapolate=False, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(student, keras.Model):
             raise ValueError(f"student must be a keras.Model, got {type(student).__name__}")
-        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1] (the ground-truth weight), got {alpha!r}")
+        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not (
+                (0.0 <= alpha <= 1.0) or (extrapolate and math.isfinite(alpha))):
+            raise ValueError(f"alpha must be in [0, 1] (the ground-truth weight), got {alpha!r}"
+                             + ("" if extrapolate else "; extrapolate=True allows other values"))
         self.alpha = float(alpha)
+        self.extrapolate = bool(extrapolate)
         self.temperature = losses_lib._check_temperature(temperature)
         self.student = student
         self.teachers = self._wrap_teachers(teachers, teacher_average, student)
@@ -156,7 +166,7 @@ class Distiller(keras.Model):
 
         # NOTE: accuracy and any other label metrics come from compile(metrics=...),
         # so that Keras callbacks (EarlyStopping, ModelCheckpoint) know their direction.
-        with_teachers = self.teachers is not None or self.alpha < 1.0
+        with_teachers = self.teachers is not None or self.alpha != 1.0
         self._trackers = {
             "loss": keras.metrics.Mean(name="loss"),
             "student_loss": keras.metrics.Mean(name="student_loss"),
@@ -245,7 +255,7 @@ class Distiller(keras.Model):
 
     def _needs_teachers(self, teacher_logits):
         return self.hint is not None or (
-            teacher_logits is None and (self.alpha < 1.0 or self.teachers is not None))
+            teacher_logits is None and (self.alpha != 1.0 or self.teachers is not None))
 
     # -- loss and steps ------------------------------------------------------
 
@@ -262,10 +272,10 @@ class Distiller(keras.Model):
         # Terms with weight 0 are left out, not multiplied by 0, so that alpha = 1
         # is exactly plain cross-entropy and a NaN in an unused term cannot leak.
         weighted = []
-        if self.alpha > 0.0:
+        if self.alpha != 0.0:
             weighted.append(terms["student_loss"] if self.alpha == 1.0
                             else self.alpha * terms["student_loss"])
-        if self.alpha < 1.0:
+        if self.alpha != 1.0:
             weighted.append((1.0 - self.alpha) * terms["distillation_loss"])
         if self.hint is not None and self.hint.weight > 0.0:
             weighted.append(self.hint.weight * terms["hint_loss"])
@@ -344,9 +354,12 @@ class Distiller(keras.Model):
     def _update_metrics(self, x, terms, y, student_logits, teacher_logits, sample_weight):
         batch_size = ops.shape(student_logits)[0]
         for name, value in terms.items():
+            tracker = self._trackers[name]
+            if tracker is None:  # e.g. cached teacher logits fed to an alpha = 1 Distiller
+                continue
             # Loss values come divided by the replica count; the trackers show the
             # global-batch loss, as Keras's own loss tracker does.
-            self._trackers[name].update_state(value * _replicas(), sample_weight=batch_size)
+            tracker.update_state(value * _replicas(), sample_weight=batch_size)
         agreement = self._trackers["teacher_agreement"]
         if teacher_logits is not None and agreement is not None:
             agreement.update_state(student_logits, teacher_logits, sample_weight=sample_weight)
@@ -374,6 +387,7 @@ class Distiller(keras.Model):
             "hint": dataclasses.asdict(self.hint) if self.hint else None,
             "student_loss": keras.saving.serialize_keras_object(self.student_loss),
             "seed": self.seed,
+            "extrapolate": self.extrapolate,
         }
 
     @classmethod

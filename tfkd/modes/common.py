@@ -95,15 +95,23 @@ class Progress:
 
 
 def fit_model(config, workdir, splits, *, name, kind, seed, teachers=None, teacher_name=None,
-              teacher_paths=None, generation=None, progress=None):
+              teacher_paths=None, generation=None, progress=None, alpha=None):
     """Trains one model through the Distiller (alpha = 1 without teachers) and saves it.
+
+    `alpha` overrides config.alpha (a self-distillation step's own ground-truth weight).
 
     A model already finished in the workdir is loaded instead of retrained. With
     `teacher_paths` (the teachers' .keras files) and config.teacher_cache, the
     teachers' logits come from the workdir's cache and no teacher runs in training.
     Returns (model, result row).
     """
+    if teachers is None:
+        alpha = 1.0
+    elif alpha is None:
+        alpha = config.alpha
     settings = model_settings(config, seed, teacher_name, teacher_paths, teachers is not None)
+    if teachers is not None:
+        settings["alpha"] = float(alpha)
     finished = load_finished(config, workdir, name, settings, teacher_paths)
     if finished is not None:
         if progress:
@@ -113,7 +121,6 @@ def fit_model(config, workdir, splits, *, name, kind, seed, teachers=None, teach
     started = time.time()
     keras.utils.set_random_seed(seed)
     student = new_model(config, splits, seed, name)
-    alpha = 1.0 if teachers is None else config.alpha
     if teachers is not None:
         # Checked here, not only by the Distiller: cached teachers never reach it.
         try:
@@ -131,7 +138,8 @@ def fit_model(config, workdir, splits, *, name, kind, seed, teachers=None, teach
     try:
         distiller = Distiller(student, online_teachers, alpha=alpha,
                               temperature=config.temperature,
-                              distillation_loss=config.distillation_loss, seed=seed)
+                              distillation_loss=config.distillation_loss, seed=seed,
+                              extrapolate=not config.alpha_clip)
     except ValueError as e:
         raise ConfigError(f"cannot train {name}: {e}") from None
     steps_per_epoch = -(-len(splits.x_train) // config.batch_size)
@@ -165,7 +173,7 @@ def fit_model(config, workdir, splits, *, name, kind, seed, teachers=None, teach
     history = state.finish()
 
     row = {"name": name, "kind": kind, "seed": seed, "generation": generation,
-           "teacher": teacher_name, **evaluate_model(student, splits)}
+           "teacher": teacher_name, "alpha": float(alpha), **evaluate_model(student, splits)}
     workdir.save_model(student, name)
     workdir.write_metrics(name, {"row": row, "history": history, "settings": settings,
                                  "seconds": time.time() - started})

@@ -1,37 +1,84 @@
-"""self_distill: for each member, a chain of generations, each a fresh model taught by the last.
+"""self_distill: for each member, a chain of steps, each a fresh model taught by the last.
 
-Chain i starts from member_i (seed s+i); generation g of it has seed s+100*g+i,
-so every student has a seed of its own. The last generations of all chains are
-also averaged (the replication note's "ensemble of self-distilled students").
-Members missing from the workdir are trained first: they are each chain's step 0.
+Chain i starts from member_i (seed s+i, trained on the labels alone: step 0); step g of it
+has seed s+100*g+i, so every student has a seed of its own, and is taught by step g-1's
+weights (the last epoch's, or the best on validation with --checkpoint=best_val). The
+last steps of all chains are also averaged (the replication note's "ensemble of
+self-distilled students"). Members missing from the workdir are trained first.
+
+Each step's ground-truth weight alpha_g comes from --self_distill_alpha: --alpha for every
+step, one number, one per step, or "optimal" (Borup & Andersen's estimate): a probe
+student trained with alpha = 0 gives validation predictions y0, the chain's step-0 model
+gives y1, and alpha_g = argmin_a ||a*y1 + (1-a)*y0 - Y||^2 over the one-hot validation
+labels Y (closed form, `tfkd.theory.optimal_alpha`); the step is then trained with alpha_g.
+Every alpha_g is recorded in the step's result row and in self_distill_alphas.json.
 """
 
+import numpy as np
+from absl import logging
+
 from tfkd.modes import common, train
+from tfkd.theory import optimal_alpha
+from tfkd.workdir import write_json
+
+PROBE_KIND = "alpha0_probe"
 
 
 def chain_name(member, generation):
     return f"self_distilled_{member}_g{generation}"
 
 
+def probe_name(member, generation):
+    return f"{chain_name(member, generation)}_alpha0"
+
+
+def validation_probabilities(model, splits):
+    logits = model.predict(splits.x_val, batch_size=512, verbose=0).astype(np.float64)
+    logits -= logits.max(axis=1, keepdims=True)
+    probabilities = np.exp(logits)
+    return probabilities / probabilities.sum(axis=1, keepdims=True)
+
+
 def run(config, workdir, splits=None, progress=None):
     splits = splits or common.load_splits(config)
     missing = [n for n in common.member_names(config) if not workdir.has_model(n)]
+    alphas = config.step_alphas()
+    fits_per_step = 2 if "optimal" in alphas else 1
     progress = progress or common.Progress(
-        (config.num_models if missing else 0) + config.num_models * config.self_distill_steps)
+        (config.num_models if missing else 0)
+        + config.num_models * config.self_distill_steps * fits_per_step)
     rows = train.run(config, workdir, splits, progress) if missing else []
     members, paths = common.load_members(config, workdir)
-    last_generation = []
+    one_hot = np.eye(splits.num_classes)[splits.y_val]
+    last_generation, chosen = [], {}
     for i, (teacher, teacher_path) in enumerate(zip(members, paths)):
         teacher_name = common.member_names(config)[i]
-        for g in range(1, config.self_distill_steps + 1):
-            name = chain_name(i, g)
-            teacher, row = common.fit_model(
-                config, workdir, splits, name=name, kind="self_distilled",
-                seed=config.seed + 100 * g + i, teachers=teacher, teacher_name=teacher_name,
-                teacher_paths=[teacher_path], generation=g, progress=progress)
+        ground_truth_predictions = None
+        for g, alpha in enumerate(alphas, start=1):
+            seed = config.seed + 100 * g + i
+            step = dict(kind="self_distilled", seed=seed, teachers=teacher,
+                        teacher_name=teacher_name, teacher_paths=[teacher_path],
+                        generation=g, progress=progress)
+            if alpha == "optimal":
+                if ground_truth_predictions is None:
+                    ground_truth_predictions = validation_probabilities(members[i], splits)
+                # Same seed as the step itself: the probe is the step's own alpha = 0 run.
+                probe, _ = common.fit_model(config, workdir, splits, name=probe_name(i, g),
+                                            **{**step, "kind": PROBE_KIND}, alpha=0.0)
+                alpha = optimal_alpha(ground_truth_predictions.ravel(),
+                                      validation_probabilities(probe, splits).ravel(),
+                                      one_hot.ravel(), clip=config.alpha_clip)
+                logging.info("%s: estimated alpha %.4f", chain_name(i, g), alpha)
+            teacher, row = common.fit_model(config, workdir, splits, name=chain_name(i, g),
+                                            alpha=float(alpha), **step)
             rows.append(row)
-            teacher_name, teacher_path = name, workdir.model_path(name)
+            chosen.setdefault(f"chain_{i}", []).append(float(alpha))
+            teacher_name, teacher_path = chain_name(i, g), workdir.model_path(chain_name(i, g))
         last_generation.append(teacher)
+    if workdir.writable:
+        write_json(workdir.path("self_distill_alphas.json"),
+                   {"self_distill_alpha": config.self_distill_alpha or str(config.alpha),
+                    "clipped": config.alpha_clip, "alphas": chosen})
     if len(last_generation) > 1:
         _, row = common.ensemble_row(config, workdir, splits, last_generation,
                                      name="self_distilled_ensemble",
