@@ -269,6 +269,13 @@ def bad_invocations(root):
          "100"),
         ([*distill, f"--teacher_dir={root / 'corrupt_teachers'}"], "member_0.keras"),
         (["--dataset=cifar10", "--data_dir=" + str(root / "no_tfds"), *base], "tfds build"),
+        (["--mode=tune", "--tuner=grid", *base], "grid"),
+        (["--mode=tune", "--max_trials=0", *base], "max_trials must be a whole number >= 1"),
+        (["--mode=tune", "--tune_params=alpha,beta", *base], "'beta'"),
+        (["--mode=tune", "--tune_alpha=0.5,2", *base], "'0.5,2.0'"),
+        (["--mode=tune", "--tune_temperature=5,1", *base], "'5.0,1.0'"),
+        (["--mode=tune", "--tune_learning_rate=0,0.1", *base], "'0.0,0.1'"),
+        (["--self_distill_alpha=often", *base], "'often'"),
     ]
 
 

@@ -21,8 +21,8 @@ from absl import app, flags, logging  # noqa: E402
 
 from tfkd import runtime  # noqa: E402
 from tfkd.config import (  # noqa: E402
-    AUGMENTATIONS, CHECKPOINTS, LR_SCHEDULES, MODES, OPTIMIZERS, Config, ConfigError,
-    TrainingError)
+    AUGMENTATIONS, CHECKPOINTS, LR_SCHEDULES, MODES, OPTIMIZERS, TUNABLE, TUNERS, Config,
+    ConfigError, TrainingError)
 
 FLAGS = flags.FLAGS
 EXIT_USAGE = 2  # a setting to fix; nothing in the workdir changed
@@ -108,6 +108,19 @@ def define_flags():
                          "With --self_distill_alpha=optimal, clip the estimate to [0, 1]; "
                          "--noalpha_clip keeps values outside (the optimum can leave [0, 1] "
                          "when the chain over- or under-regularises).")
+    flags.DEFINE_enum("tuner", defaults.tuner, TUNERS,
+                      "--mode=tune: keras-tuner's RandomSearch, BayesianOptimization or "
+                      "Hyperband (which sets its own trial count from --epochs).")
+    flags.DEFINE_integer("max_trials", defaults.max_trials, "--mode=tune: trials to run.")
+    flags.DEFINE_list("tune_params", list(defaults.tune_params),
+                      f"--mode=tune: what to search, among {', '.join(TUNABLE)}; the rest "
+                      "keep their flag values.")
+    flags.DEFINE_list("tune_temperature", list(map(str, defaults.tune_temperature)),
+                      "--mode=tune: LOW,HIGH of the temperature (log scale).")
+    flags.DEFINE_list("tune_alpha", list(map(str, defaults.tune_alpha)),
+                      "--mode=tune: LOW,HIGH of alpha, within [0, 1].")
+    flags.DEFINE_list("tune_learning_rate", list(map(str, defaults.tune_learning_rate)),
+                      "--mode=tune: LOW,HIGH of the learning rate (log scale).")
     flags.DEFINE_boolean("teacher_cache", defaults.teacher_cache,
                          "Compute each teacher's logits once, keep them in <workdir>/cache "
                          "(float16) and train students without any teacher forward pass.")
@@ -140,11 +153,17 @@ def define_flags():
 
 def config_from_flags():
     values = {f.name: FLAGS[f.name].value for f in dataclasses.fields(Config)}
-    try:
-        values["lr_decay_epochs"] = tuple(int(e) for e in values["lr_decay_epochs"])
-    except ValueError:
-        raise ConfigError(f"lr_decay_epochs must be comma-separated whole numbers, got "
-                          f"{','.join(values['lr_decay_epochs'])!r}") from None
+    # Comma-separated list flags -> the Config's tuples.
+    for name, kind, what in (("lr_decay_epochs", int, "whole numbers"),
+                             ("tune_params", str, "names"),
+                             ("tune_temperature", float, "numbers"),
+                             ("tune_alpha", float, "numbers"),
+                             ("tune_learning_rate", float, "numbers")):
+        try:
+            values[name] = tuple(kind(v) for v in values[name])
+        except ValueError:
+            raise ConfigError(f"{name} must be comma-separated {what}, got "
+                              f"{','.join(values[name])!r}") from None
     return Config(**values).shrunk()
 
 
@@ -167,6 +186,7 @@ def main(argv):
     # Deferred: importing TensorFlow takes seconds that --help should not cost.
     from tfkd import report
     from tfkd.modes import MODES as MODE_FUNCTIONS
+    from tfkd.modes import OWN_STRATEGY_SCOPE
     from tfkd.workdir import Workdir
 
     _quiet_logging()
@@ -190,8 +210,11 @@ def main(argv):
                  config.mode, config.dataset, config.model, type(strategy).__name__.lstrip("_"),
                  strategy.num_replicas_in_sync, workdir.root)
     try:
-        with strategy.scope():
-            MODE_FUNCTIONS[config.mode](config, workdir)
+        if config.mode in OWN_STRATEGY_SCOPE:
+            MODE_FUNCTIONS[config.mode](config, workdir, strategy=strategy)
+        else:
+            with strategy.scope():
+                MODE_FUNCTIONS[config.mode](config, workdir)
     except ConfigError as e:
         _fail(str(e))
     except TrainingError as e:

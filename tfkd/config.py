@@ -3,7 +3,9 @@
 import dataclasses
 from typing import Optional
 
-MODES = ("pipeline", "train", "ensemble", "distill", "self_distill")
+MODES = ("pipeline", "train", "ensemble", "distill", "self_distill", "tune")
+TUNERS = ("random", "bayesian", "hyperband")
+TUNABLE = ("temperature", "alpha", "learning_rate")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("constant", "cosine", "step")
 AUGMENTATIONS = ("none", "crop_flip")
@@ -59,6 +61,12 @@ class Config:
     self_distill_alpha: str = ""
     alpha_clip: bool = True  # "optimal": clip the estimate to [0, 1]
     teacher_cache: bool = True
+    tuner: str = "random"
+    max_trials: int = 10
+    tune_params: tuple = TUNABLE
+    tune_temperature: tuple = (1.0, 20.0)
+    tune_alpha: tuple = (0.0, 1.0)
+    tune_learning_rate: tuple = (1e-4, 1e-2)
     strategy: str = "auto"
     num_cpu_devices: int = 1
     jit_compile: bool = False
@@ -91,8 +99,23 @@ class Config:
         _choice("teacher_average", self.teacher_average, AVERAGES)
         _choice("strategy", self.strategy, STRATEGIES)
         _choice("precision", self.precision, PRECISIONS)
+        _choice("tuner", self.tuner, TUNERS)
+        for name in self.tune_params:
+            _choice("tune_params entry", name, TUNABLE)
+        if not self.tune_params:
+            raise ConfigError(f"tune_params must name at least one of: {', '.join(TUNABLE)}")
+        for field, low, high in (("tune_temperature", 0.0, None), ("tune_alpha", 0.0, 1.0),
+                                 ("tune_learning_rate", 0.0, None)):
+            bounds = getattr(self, field)
+            text = ",".join(map(str, bounds))
+            if len(bounds) != 2 or not bounds[0] < bounds[1]:
+                raise ConfigError(f"{field} must be two increasing numbers LOW,HIGH, got {text!r}")
+            if bounds[0] < low or (field != "tune_alpha" and bounds[0] <= 0) or (
+                    high is not None and bounds[1] > high):
+                accepted = "within [0, 1]" if high else "> 0"
+                raise ConfigError(f"{field} must be {accepted}, got {text!r}")
         for field in ("num_models", "epochs", "batch_size", "self_distill_steps",
-                      "num_cpu_devices"):
+                      "num_cpu_devices", "max_trials"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{field} must be a whole number >= 1, got {value!r}")
@@ -171,6 +194,7 @@ class Config:
             alphas = ",".join(alphas.split(",")[:steps])
         return dataclasses.replace(
             self, epochs=1, num_models=min(self.num_models, 2),
+            max_trials=min(self.max_trials, 3),
             self_distill_steps=steps, self_distill_alpha=alphas, warmup_epochs=0,
             # A recipe's validation count (5,000 of CIFAR's 50,000) may exceed a smoke
             # dataset; the default fraction always fits.

@@ -5,6 +5,7 @@
       models/<name>.keras         every trained model (plain Keras files)
       metrics/<name>.json         per-model result row + training history
       logs/<name>/                TensorBoard logs
+      tune/                       keras-tuner's search, best.flags, trials.{md,csv,png}
       state/<name>-<hash>.npz     an unfinished model's state after its last epoch, removed
                                   when the model is finished (hash: its training settings)
       cache/                      teachers' logits (see tfkd.cache)
@@ -103,6 +104,9 @@ class Workdir:
 
     def logs_path(self, name):
         return self._write("logs", name)
+
+    def tune_path(self):
+        return self._write("tune")
 
     def state_path(self, name, key):
         return self._write("state", f"{name}-{key}.npz")

@@ -2,10 +2,22 @@
 
 from tfkd.modes import distill, ensemble, pipeline, self_distill, train
 
+
+def _tune(config, workdir, splits=None, progress=None, strategy=None):
+    # Deferred: keras-tuner is imported only by the mode that uses it.
+    from tfkd.modes import tune
+
+    return tune.run(config, workdir, splits, progress, strategy=strategy)
+
+
+# Modes that enter the distribution strategy's scope themselves (see tune.run).
+OWN_STRATEGY_SCOPE = ("tune",)
+
 MODES = {
     "pipeline": pipeline.run,
     "train": train.run,
     "ensemble": ensemble.run,
     "distill": distill.run,
     "self_distill": self_distill.run,
+    "tune": _tune,
 }

@@ -1,0 +1,53 @@
+"""--mode=tune: keras-tuner over temperature, alpha and learning rate."""
+
+import csv
+import json
+import os
+
+from test_cli import ok, tfkd
+
+TUNE = ["--mode=tune", "--smoke", "--model=mlp", "--max_trials=3"]
+
+
+def test_three_trials_best_flagfile_distills_and_rerun_resumes(tmp_path):
+    workdir = tmp_path / "run"
+    first = ok(tfkd(*TUNE, f"--workdir={workdir}"))
+    assert first.stdout.count("Running Trial") == 3
+    tune = workdir / "tune"
+    with open(tune / "trials.csv") as f:
+        trials = list(csv.DictReader(f))
+    assert len(trials) == 3
+    assert set(trials[0]) == {"trial", "temperature", "alpha", "learning_rate", "val_accuracy"}
+    best = trials[0]
+    assert float(best["val_accuracy"]) == max(float(t["val_accuracy"]) for t in trials)
+    for t in trials:
+        assert 1.0 <= float(t["temperature"]) <= 20.0 and 0.0 <= float(t["alpha"]) <= 1.0
+    assert (tune / "trials.md").read_text().count("\n|") >= 4
+    assert (tune / "trials.png").stat().st_size > 0
+    flags = (tune / "best.flags").read_text()
+    assert "--mode=distill" in flags and f"--teacher_dir={workdir}" in flags
+
+    # distill accepts the flagfile as it is, and trains exactly the best trial's student.
+    distilled = tmp_path / "distilled"
+    ok(tfkd(f"--flagfile={tune / 'best.flags'}", f"--workdir={distilled}", "--smoke"))
+    record = json.load(open(distilled / "metrics" / "distilled.json"))
+    assert abs(record["row"]["val_accuracy"] - float(best["val_accuracy"])) < 1e-6
+    assert abs(record["settings"]["alpha"] - float(best["alpha"])) < 1e-12
+
+    # A re-run continues the search: no finished trial runs again.
+    again = ok(tfkd(*TUNE, f"--workdir={workdir}"))
+    assert "Running Trial" not in again.stdout
+    assert "3 finished trials found" in again.stderr
+    more = ok(tfkd(*TUNE[:-1], "--max_trials=4", f"--workdir={workdir}"))
+    assert more.stdout.count("Running Trial") == 1 or "3 finished trials" in more.stderr
+
+
+def test_bayesian_and_hyperband_under_mirrored_strategy(tmp_path):
+    for tuner in ("bayesian", "hyperband"):
+        workdir = tmp_path / tuner
+        ok(tfkd(*TUNE, f"--tuner={tuner}", "--tune_params=alpha,temperature",
+                "--strategy=mirrored", "--num_cpu_devices=2", f"--workdir={workdir}"))
+        with open(workdir / "tune" / "trials.csv") as f:
+            trials = list(csv.DictReader(f))
+        assert trials and "learning_rate" not in trials[0]
+        assert os.path.exists(workdir / "tune" / "best.flags")

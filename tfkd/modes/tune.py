@@ -1,0 +1,242 @@
+"""tune: a keras-tuner search over the distillation hyper-parameters.
+
+The ensemble of the members in --teacher_dir (default --workdir; trained first if
+missing) teaches one student per trial, built exactly as `distill` builds it, with the
+trial's temperature (log scale), alpha and learning rate (--tune_params picks which are
+searched; the others keep their flag values). The objective is the student's validation
+accuracy; the test split is never looked at. The teachers' logits are computed once into
+the workdir's cache, so no trial runs a teacher (with --augment the teachers must see each
+augmented batch and run online).
+
+    <workdir>/tune/<project>/   keras-tuner's state: a re-run continues the search
+    <workdir>/tune/best.flags   the best trial as a flagfile for --mode=distill
+    <workdir>/tune/trials.{md,csv,png}   every trial, and the objective against T and alpha
+"""
+
+import csv
+import dataclasses
+import io
+import json
+import os
+
+import keras
+import keras_tuner as kt
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from tfkd import optim, runtime
+from tfkd.config import ConfigError
+from tfkd.data import make_tf_dataset
+from tfkd.distiller import Distiller
+from tfkd.ensemble import Ensemble
+from tfkd.modes import common, train
+from tfkd.workdir import Workdir, atomic_path, write_text
+
+TUNERS = {"random": kt.RandomSearch, "bayesian": kt.BayesianOptimization,
+          "hyperband": kt.Hyperband}
+OBJECTIVE = "val_accuracy"
+
+
+def search_space(hp, config):
+    """The trial's distillation settings: searched ones drawn from `hp`, others from config."""
+    values = {"temperature": config.temperature, "alpha": config.alpha,
+              "learning_rate": config.learning_rate}
+    if "temperature" in config.tune_params:
+        values["temperature"] = hp.Float("temperature", *config.tune_temperature,
+                                         sampling="log")
+    if "alpha" in config.tune_params:
+        values["alpha"] = hp.Float("alpha", *config.tune_alpha)
+    if "learning_rate" in config.tune_params:
+        values["learning_rate"] = hp.Float("learning_rate", *config.tune_learning_rate,
+                                           sampling="log")
+    return values
+
+
+class DistillHyperModel(kt.HyperModel):
+    """Builds and fits the `distill` student for one trial's hyper-parameters.
+
+    `train_logits` / `val_logits`: the teachers' cached logits (then `teachers` is unused
+    in training), or None to run `teachers` online.
+    """
+
+    def __init__(self, config, splits, *, seed, teachers, train_logits=None, val_logits=None):
+        super().__init__(name="distill")
+        self.config, self.splits, self.seed = config, splits, seed
+        self.teachers = teachers
+        self.train_logits, self.val_logits = train_logits, val_logits
+        self.steps_per_epoch = -(-len(splits.x_train) // config.batch_size)
+
+    def build(self, hp):
+        values = search_space(hp, self.config)
+        keras.utils.set_random_seed(self.seed)
+        student = common.new_model(self.config, self.splits, self.seed, "student")
+        optim.add_weight_decay(student, self.config.weight_decay, self.config.optimizer)
+        online = self.teachers if self.train_logits is None else None
+        distiller = Distiller(student, online, alpha=values["alpha"],
+                              temperature=values["temperature"],
+                              distillation_loss=self.config.distillation_loss, seed=self.seed)
+        # keras-tuner saves each trial's best epoch with save_weights, which wants a built
+        # model; a Distiller trained through its own train_step is never built by fit.
+        distiller.build((None,) + tuple(self.splits.input_shape))
+        trial_config = dataclasses.replace(self.config, learning_rate=values["learning_rate"])
+        distiller.compile(optimizer=optim.make_optimizer(trial_config, self.steps_per_epoch),
+                          jit_compile=runtime.resolve_jit_compile(
+                              self.config.jit_compile, tf.distribute.get_strategy()))
+        return distiller
+
+    def fit(self, hp, model, *args, epochs=None, initial_epoch=0, callbacks=None, **kwargs):
+        # Hyperband continues a trial from an earlier one's weights: initial_epoch > 0.
+        epochs = epochs or self.config.epochs
+        splits = self.splits
+        train_data = make_tf_dataset(
+            splits.x_train, splits.y_train, batch_size=self.config.batch_size, shuffle=True,
+            seed=self.seed, teacher_logits=self.train_logits, augment=self.config.augment,
+            epochs=epochs, initial_epoch=initial_epoch)
+        val_data = make_tf_dataset(splits.x_val, splits.y_val, batch_size=512,
+                                   teacher_logits=self.val_logits)
+        return model.fit(train_data, validation_data=val_data, epochs=epochs,
+                         initial_epoch=initial_epoch, steps_per_epoch=self.steps_per_epoch,
+                         shuffle=False, callbacks=callbacks, verbose=self.config.verbose)
+
+
+def make_tuner(config, hypermodel, directory, project_name, strategy=None):
+    common_args = dict(
+        hypermodel=hypermodel, objective=kt.Objective(OBJECTIVE, direction="max"),
+        seed=config.seed, directory=directory, project_name=project_name, overwrite=False,
+        distribution_strategy=strategy)
+    if config.tuner == "hyperband":
+        return kt.Hyperband(max_epochs=config.epochs, factor=3, hyperband_iterations=1,
+                            **common_args)
+    return TUNERS[config.tuner](max_trials=config.max_trials, **common_args)
+
+
+TUNE_SETTINGS = ("tuner", "max_trials", "tune_params", "tune_temperature", "tune_alpha",
+                 "tune_learning_rate")
+
+
+def run(config, workdir, splits=None, progress=None, strategy=None):
+    """The search. `strategy`: the distribution strategy every trial builds and trains
+    under. NOTE: keras-tuner clears the Keras session before each trial, which drops any
+    strategy scope entered around the search, so it must enter the scope itself per trial;
+    the command therefore calls this mode outside its usual `strategy.scope()`."""
+    splits = splits or common.load_splits(config)
+    strategy = strategy or tf.distribute.get_strategy()
+    teacher_dir = Workdir(config.teacher_dir) if config.teacher_dir else workdir
+    if not config.teacher_dir and any(not workdir.has_model(n)
+                                      for n in common.member_names(config)):
+        with strategy.scope():
+            train.run(config, workdir, splits)
+    members, paths = common.load_members(config, teacher_dir)
+    teachers = Ensemble(members, average=config.teacher_average, name="teachers")
+    train_logits = val_logits = None
+    if config.teacher_cache and config.augment == "none":
+        train_logits, val_logits = common.teacher_logits(config, workdir, splits, teachers,
+                                                         "ensemble", paths)
+    seed = config.seed + config.num_models  # the distilled student's seed
+    hypermodel = DistillHyperModel(config, splits, seed=seed, teachers=teachers,
+                                   train_logits=train_logits, val_logits=val_logits)
+    # A project per search: other ranges, tuner or training settings start a new one
+    # rather than continuing a search they do not belong to.
+    settings = common.model_settings(config, seed, "ensemble", paths, True)
+    settings.update({k: getattr(config, k) for k in TUNE_SETTINGS})
+    project = f"search-{common.state_key(json.loads(json.dumps(settings)))}"
+    directory = workdir.tune_path()
+    default = strategy is tf.distribute.get_strategy()  # called outside any scope
+    tuner = make_tuner(config, hypermodel, directory, project, None if default else strategy)
+    done = sum(t.status == "COMPLETED" for t in tuner.oracle.trials.values())
+    if done:
+        logging.info("tune: %d finished trials found in %s; continuing the search", done,
+                     os.path.join(directory, project))
+    tuner.search(verbose=1)
+    trials = trial_rows(tuner)
+    if not trials:
+        raise ConfigError("tune: no trial finished; see the messages above")
+    if workdir.writable:
+        write_results(config, trials, directory, teacher_dir)
+    best = trials[0]
+    logging.info("tune: best of %d trials: %s = %.4f with %s", len(trials), OBJECTIVE,
+                 best[OBJECTIVE], ", ".join(f"{k}={best[k]:.4g}" for k in config.tune_params))
+    return []
+
+
+def trial_rows(tuner):
+    """Finished trials, best first: {trial, <hyper-parameters>, val_accuracy}."""
+    rows = []
+    for trial_id, trial in tuner.oracle.trials.items():
+        if trial.status != "COMPLETED" or trial.score is None:
+            continue
+        rows.append({"trial": trial_id, **trial.hyperparameters.values,
+                     OBJECTIVE: float(trial.score)})
+    return sorted(rows, key=lambda r: (-r[OBJECTIVE], r["trial"]))
+
+
+def best_flagfile(config, best, teacher_dir):
+    """A flagfile for --mode=distill with the best trial's values and the search's settings."""
+    fields = (common.TRAINING_SETTINGS + common.DISTILLATION_SETTINGS
+              + ("num_models", "seed", "teacher_cache"))
+    values = {f: getattr(config, f) for f in fields if f != "smoke"}
+    values.update({k: best[k] for k in config.tune_params})
+    lines = [f"# The best trial of a `tfkd --mode=tune` search: {OBJECTIVE} "
+             f"{best[OBJECTIVE]:.4f} (trial {best['trial']}).",
+             "#",
+             "#   tfkd --flagfile=<this file> --workdir=<a new workdir>",
+             "--mode=distill", f"--teacher_dir={teacher_dir.root}"]
+    for name, value in values.items():
+        if value is None or value == ():
+            continue
+        if isinstance(value, bool):
+            lines.append(f"--{name}" if value else f"--no{name}")
+        elif isinstance(value, (tuple, list)):
+            lines.append(f"--{name}={','.join(map(str, value))}")
+        elif isinstance(value, float):
+            lines.append(f"--{name}={value!r}")
+        else:
+            lines.append(f"--{name}={value}")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(config, trials, directory, teacher_dir):
+    columns = ["trial", *config.tune_params, OBJECTIVE]
+    write_text(os.path.join(directory, "best.flags"),
+               best_flagfile(config, trials[0], teacher_dir))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(trials)
+    write_text(os.path.join(directory, "trials.csv"), buffer.getvalue())
+    lines = [f"| {' | '.join(columns)} |", "|" + "---|" * len(columns)]
+    for row in trials:
+        lines.append("| " + " | ".join(
+            row["trial"] if c == "trial" else f"{row[c]:.4g}" for c in columns) + " |")
+    write_text(os.path.join(directory, "trials.md"),
+               f"# tune: {len(trials)} trials, best first ({OBJECTIVE}, validation split)\n\n"
+               + "\n".join(lines) + "\n")
+    plot_trials(config, trials, os.path.join(directory, "trials.png"))
+
+
+def plot_trials(config, trials, path):
+    """The objective against each searched hyper-parameter (log axis for T and lr)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    params = list(config.tune_params)
+    figure = Figure(figsize=(4 * len(params), 3.4))
+    scores = 100 * np.array([t[OBJECTIVE] for t in trials])
+    for i, name in enumerate(params, start=1):
+        ax = figure.add_subplot(1, len(params), i)
+        ax.scatter([t[name] for t in trials], scores, c=scores, cmap="viridis")
+        ax.scatter([trials[0][name]], [scores[0]], marker="*", s=200, color="red",
+                   label="best")
+        if name in ("temperature", "learning_rate"):
+            ax.set_xscale("log")
+        ax.set_xlabel(name)
+        ax.set_ylabel("validation accuracy (%)")
+        ax.grid(alpha=0.3)
+    figure.axes[0].legend()
+    figure.suptitle(f"tune: {len(trials)} trials ({config.tuner})")
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=110, format="png")
