@@ -121,6 +121,15 @@ def define_flags():
                       "--mode=tune: LOW,HIGH of alpha, within [0, 1].")
     flags.DEFINE_list("tune_learning_rate", list(map(str, defaults.tune_learning_rate)),
                       "--mode=tune: LOW,HIGH of the learning rate (log scale).")
+    flags.DEFINE_string("analysis_layer", defaults.analysis_layer,
+                        "--mode=analyze: the layer Grad-CAM weighs (default: the last "
+                        "convolutional layer).")
+    flags.DEFINE_float("epsilon", defaults.epsilon,
+                       "--mode=analyze: L-infinity budget of FGSM / PGD, as a fraction of the "
+                       "data's value range (0.03 of [0, 1] is about 8/255).")
+    flags.DEFINE_integer("pgd_steps", defaults.pgd_steps, "--mode=analyze: PGD steps.")
+    flags.DEFINE_integer("analysis_examples", defaults.analysis_examples,
+                         "--mode=analyze: how many test examples the analysis uses.")
     flags.DEFINE_boolean("teacher_cache", defaults.teacher_cache,
                          "Compute each teacher's logits once, keep them in <workdir>/cache "
                          "(float16) and train students without any teacher forward pass.")

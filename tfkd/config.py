@@ -3,7 +3,7 @@
 import dataclasses
 from typing import Optional
 
-MODES = ("pipeline", "train", "ensemble", "distill", "self_distill", "tune")
+MODES = ("pipeline", "train", "ensemble", "distill", "self_distill", "tune", "analyze")
 TUNERS = ("random", "bayesian", "hyperband")
 TUNABLE = ("temperature", "alpha", "learning_rate")
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -61,6 +61,10 @@ class Config:
     self_distill_alpha: str = ""
     alpha_clip: bool = True  # "optimal": clip the estimate to [0, 1]
     teacher_cache: bool = True
+    analysis_layer: str = ""  # analyze: Grad-CAM layer; "": the last convolutional layer
+    epsilon: float = 0.03  # analyze: L-infinity budget, as a fraction of the data's range
+    pgd_steps: int = 10
+    analysis_examples: int = 500  # analyze: test examples used
     tuner: str = "random"
     max_trials: int = 10
     tune_params: tuple = TUNABLE
@@ -115,13 +119,16 @@ class Config:
                 accepted = "within [0, 1]" if high else "> 0"
                 raise ConfigError(f"{field} must be {accepted}, got {text!r}")
         for field in ("num_models", "epochs", "batch_size", "self_distill_steps",
-                      "num_cpu_devices", "max_trials"):
+                      "num_cpu_devices", "max_trials", "pgd_steps", "analysis_examples"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{field} must be a whole number >= 1, got {value!r}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ConfigError(f"alpha must be in [0, 1] (the ground-truth weight), got {self.alpha!r}")
         self.step_alphas()  # validates self_distill_alpha
+        if not 0.0 < self.epsilon <= 1.0:
+            raise ConfigError(f"epsilon must be in (0, 1] (a fraction of the data's range), "
+                              f"got {self.epsilon!r}")
         if not self.temperature > 0:
             raise ConfigError(f"temperature must be > 0, got {self.temperature!r}")
         if not self.learning_rate > 0:

@@ -10,6 +10,13 @@ def _tune(config, workdir, splits=None, progress=None, strategy=None):
     return tune.run(config, workdir, splits, progress, strategy=strategy)
 
 
+def _analyze(config, workdir, splits=None, progress=None):
+    # Deferred, like tune: the analysis modules and matplotlib serve this mode only.
+    from tfkd.modes import analyze
+
+    return analyze.run(config, workdir, splits, progress)
+
+
 # Modes that enter the distribution strategy's scope themselves (see tune.run).
 OWN_STRATEGY_SCOPE = ("tune",)
 
@@ -20,4 +27,5 @@ MODES = {
     "distill": distill.run,
     "self_distill": self_distill.run,
     "tune": _tune,
+    "analyze": _analyze,
 }

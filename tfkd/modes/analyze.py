@@ -1,0 +1,149 @@
+"""analyze: what did the distilled student inherit from its teacher (Ojha et al., NeurIPS 2023)?
+
+Over a workdir holding the members (the teacher: their ensemble, or the one member) and
+the distilled student, this trains the independent baseline if it is missing: the same
+architecture and seed as `distilled` (seed s+N), labels only. Then, on the test split,
+each student is compared with the teacher:
+
+  - top-1 agreement and mean KL(teacher || student) of the predictive distributions;
+  - calibration: ECE and NLL of every model;
+  - localisation: Pearson similarity of Grad-CAM maps at --analysis_layer (default: the
+    last convolutional layer), averaged over test images. An ensemble teacher's map is
+    the mean of its members' maps for the ensemble's predicted class;
+  - adversarial transfer: FGSM and PGD (L-infinity, --epsilon times the data's range,
+    --pgd_steps) examples made against the teacher; the fraction of those that fool the
+    teacher which also fool each student (among examples the student gets right clean);
+  - invariance: prediction consistency under brightness / contrast (and, for colour
+    images, saturation / hue) jitter with the paper's magnitudes. The property Ojha et al.
+    study is whether a teacher trained *with* such jitter passes its invariance on; here
+    the teacher is whatever the workdir holds, and the table says how invariant each is.
+
+Writes analysis.json, analysis.md (property, teacher, distilled, independent, difference),
+analysis.png (bar chart) and gradcam.png (maps of teacher, distilled and independent
+student side by side for a few test images).
+"""
+
+import numpy as np
+from absl import logging
+
+from tfkd.analysis import adversarial, figures, gradcam, inheritance, invariance
+from tfkd.config import ConfigError
+from tfkd.ensemble import Ensemble
+from tfkd.modes import common
+from tfkd.workdir import write_json, write_text
+
+GRADCAM_FIGURE_IMAGES = 6
+
+
+def teacher_gradcam(members, teacher, x, layer):
+    """Grad-CAM of the teacher: one model's map, or the mean of the members' maps for the
+    ensemble's predicted class."""
+    if len(members) == 1:
+        return gradcam.grad_cam(members[0], x, layer_name=layer)
+    predicted = np.argmax(teacher.predict(x, batch_size=512, verbose=0), axis=-1)
+    return np.mean([gradcam.grad_cam(m, x, layer_name=layer, class_index=predicted)
+                    for m in members], axis=0)
+
+
+def run(config, workdir, splits=None, progress=None):
+    splits = splits or common.load_splits(config)
+    members, _ = common.load_members(config, workdir)
+    if not workdir.has_model("distilled"):
+        raise ConfigError(f"no distilled student in {workdir.root}; run --mode=distill (or "
+                          "--mode=pipeline) with this --workdir first")
+    distilled = workdir.load_model("distilled")
+    independent, _ = common.fit_model(config, workdir, splits, name="independent",
+                                      kind="independent", seed=config.seed + config.num_models,
+                                      progress=progress or common.Progress(1))
+    teacher = members[0] if len(members) == 1 else Ensemble(
+        members, average=config.teacher_average, name="teachers")
+    students = {"distilled": distilled, "independent": independent}
+
+    n = min(config.analysis_examples, len(splits.x_test))
+    x, y = splits.x_test[:n], splits.y_test[:n]
+    low, high = float(splits.x_train.min()), float(splits.x_train.max())
+    logits = {name: m.predict(x, batch_size=512, verbose=0)
+              for name, m in {"teacher": teacher, **students}.items()}
+    result = {"examples": n, "teacher": "ensemble of %d" % len(members)
+              if len(members) > 1 else members[0].name}
+    per_student = {name: inheritance.compare(logits["teacher"], logits[name], y)
+                   for name in students}
+
+    layer = config.analysis_layer or None
+    try:
+        maps = {"teacher": teacher_gradcam(members, teacher, x, layer)}
+        maps.update({name: gradcam.grad_cam(m, x, layer_name=layer)
+                     for name, m in students.items()})
+    except ValueError as e:
+        raise ConfigError(f"Grad-CAM: {e}") from None
+    localisation = {name: gradcam.mean_map_similarity(maps["teacher"], maps[name])
+                    for name in students}
+
+    epsilon = config.epsilon * (high - low)
+    attacks = {
+        attack: adversarial.transfer(teacher, students, x, y, epsilon, attack=attack,
+                                     steps=config.pgd_steps, clip=(low, high), seed=config.seed)
+        for attack in ("fgsm", "pgd")}
+    consistency = {name: invariance.consistency(m, x, n_views=3, seed=config.seed,
+                                                value_range=(low, high))
+                   for name, m in {"teacher": teacher, **students}.items()}
+
+    # (property, teacher's own value or None, distilled, independent)
+    table = [
+        ("top-1 agreement with teacher", None,
+         *(per_student[s]["agreement"] for s in students)),
+        ("KL(teacher || student)", None,
+         *(per_student[s]["kl_teacher_student"] for s in students)),
+        ("Grad-CAM similarity with teacher", None, *(localisation[s] for s in students)),
+        (f"FGSM transfer (eps {config.epsilon:g} of range)",
+         attacks["fgsm"]["teacher_fooled"], *(attacks["fgsm"]["transfer"][s] for s in students)),
+        (f"PGD-{config.pgd_steps} transfer (eps {config.epsilon:g} of range)",
+         attacks["pgd"]["teacher_fooled"], *(attacks["pgd"]["transfer"][s] for s in students)),
+        ("jitter consistency", consistency["teacher"],
+         *(consistency[s] for s in students)),
+        ("test accuracy", per_student["distilled"]["teacher_accuracy"],
+         *(per_student[s]["student_accuracy"] for s in students)),
+        ("test ECE", per_student["distilled"]["teacher_ece"],
+         *(per_student[s]["student_ece"] for s in students)),
+        ("test NLL", per_student["distilled"]["teacher_nll"],
+         *(per_student[s]["student_nll"] for s in students)),
+    ]
+    result.update({"properties": [
+        {"property": p, "teacher": t, "distilled": d, "independent": i,
+         "difference": None if d is None or i is None else d - i}
+        for p, t, d, i in table],
+        "compare": per_student, "adversarial": attacks, "epsilon_absolute": epsilon,
+        "gradcam_layer": layer or "last convolutional layer"})
+    if workdir.writable:
+        write_json(workdir.path("analysis.json"), result)
+        write_text(workdir.path("analysis.md"), to_markdown(config, result))
+        figures.plot_property_table([(p, d, i) for p, _, d, i in table[:6]],
+                                    workdir.path("analysis.png"),
+                                    title=f"{config.dataset}: what the distilled student "
+                                          "inherits")
+        figures.plot_gradcam_grid(x[:GRADCAM_FIGURE_IMAGES],
+                                  {k: v[:GRADCAM_FIGURE_IMAGES] for k, v in maps.items()},
+                                  workdir.path("gradcam.png"))
+    logging.info("\n%s", to_markdown(config, result))
+    return []
+
+
+def _cell(value):
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "-"
+    return f"{value:.4f}"
+
+
+def to_markdown(config, result):
+    lines = [f"# What the distilled student inherits ({config.dataset} / {config.model}, "
+             f"teacher: {result['teacher']}, {result['examples']} test examples)", "",
+             "| property | teacher | teacher-distilled | teacher-independent | difference |",
+             "|---|---:|---:|---:|---:|"]
+    for row in result["properties"]:
+        lines.append(f"| {row['property']} | {_cell(row['teacher'])} | "
+                     f"{_cell(row['distilled'])} | {_cell(row['independent'])} | "
+                     f"{_cell(row['difference'])} |")
+    lines += ["", "For the transfer rows the teacher column is the fraction of examples the "
+              "attack fools the teacher on; for jitter, accuracy, ECE and NLL it is the "
+              "teacher's own value."]
+    return "\n".join(lines) + "\n"
