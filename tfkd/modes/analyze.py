@@ -92,7 +92,7 @@ def run(config, workdir, splits=None, progress=None):
     table = [
         ("top-1 agreement with teacher", None,
          *(per_student[s]["agreement"] for s in students)),
-        ("KL(teacher || student)", None,
+        ("KL(teacher ‖ student)", None,
          *(per_student[s]["kl_teacher_student"] for s in students)),
         ("Grad-CAM similarity with teacher", None, *(localisation[s] for s in students)),
         (f"FGSM transfer (eps {config.epsilon:g} of range)",
@@ -146,4 +146,10 @@ def to_markdown(config, result):
     lines += ["", "For the transfer rows the teacher column is the fraction of examples the "
               "attack fools the teacher on; for jitter, accuracy, ECE and NLL it is the "
               "teacher's own value."]
+    for attack, report in result["adversarial"].items():
+        counts = ", ".join(f"{name} {count}" for name, count
+                           in report["num_transfer_examples"].items())
+        lines.append(f"{attack.upper()}: the teacher is fooled on {report['num_teacher_fooled']} "
+                     f"of the {report['num_teacher_correct']} examples it gets right; transfer "
+                     f"rates count the ones each student gets right clean ({counts}).")
     return "\n".join(lines) + "\n"
