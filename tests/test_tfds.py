@@ -157,3 +157,20 @@ def test_augment_refuses_cached_teacher_logits_and_non_images():
         make_tf_dataset(np.zeros((4, 40), np.float32), y, batch_size=2, augment="crop_flip")
     with pytest.raises(ValueError, match="unknown augment 'mixup'"):
         make_tf_dataset(x, y, batch_size=2, augment="mixup")
+
+
+def test_jitter_augmentation_is_seeded_in_range_and_photometric_only():
+    splits = mock_load("cifar10", num_examples=40)
+    x, y = splits.x_train[:16], splits.y_train[:16]
+    first, second = _epochs(make_tf_dataset(x, y, batch_size=8, seed=1, augment="jitter"))
+    assert first.shape == x.shape and not np.array_equal(first, x)
+    assert not np.array_equal(first, second)
+    assert first.min() >= x.min() - 1e-5 and first.max() <= x.max() + 1e-5
+    again = _epochs(make_tf_dataset(x, y, batch_size=8, seed=1, augment="jitter"), 1)[0]
+    np.testing.assert_array_equal(again, first)
+    # Grey-scale images get brightness and contrast only.
+    digits = mock_load("mnist", num_examples=24)
+    gx = digits.x_train[:8]
+    out = _epochs(make_tf_dataset(gx, digits.y_train[:8], batch_size=8, seed=0,
+                                  augment="jitter"), 1)[0]
+    assert out.shape == gx.shape

@@ -56,7 +56,9 @@ def define_flags():
                          "0: native size.")
     flags.DEFINE_enum("augment", defaults.augment, AUGMENTATIONS,
                       "Training-batch augmentation. crop_flip: 4-pixel pad, random crop, "
-                      "horizontal flip (the standard CIFAR one); teachers then run online.")
+                      "horizontal flip (the standard CIFAR one); jitter: Ojha et al.'s colour "
+                      "jitter (brightness, contrast; saturation, hue in colour). Teachers "
+                      "then run online.")
     flags.DEFINE_string("model", defaults.model,
                         "Model architecture: cnn, mlp, wrn28_10, wrn16_4, wrn16_1, resnet18, "
                         "resnet50.")

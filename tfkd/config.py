@@ -8,7 +8,7 @@ TUNERS = ("random", "bayesian", "hyperband")
 TUNABLE = ("temperature", "alpha", "learning_rate")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("constant", "cosine", "step")
-AUGMENTATIONS = ("none", "crop_flip")
+AUGMENTATIONS = ("none", "crop_flip", "jitter")
 CHECKPOINTS = ("last", "best_val")
 
 

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from tfkd import metrics as metrics_lib
 from tfkd.analysis import _checks
+from tfkd.data.pipeline import jitter_image
 
 # Ojha et al., section on invariance to data augmentation.
 BRIGHTNESS, CONTRAST, SATURATION, HUE = 0.4, 0.4, 0.4, 0.2
@@ -27,21 +28,12 @@ def _jitter_images(images, factors, colour):
     """
 
     def jitter_one(args):
-        image, (brightness, contrast, saturation, hue) = args
-        # NOTE: tf.image.adjust_brightness adds a delta; ColorJitter, whose magnitudes the
-        # paper quotes, multiplies, so brightness is a multiplication here.
-        image = tf.clip_by_value(image * brightness, 0.0, 1.0)
-        # NOTE: tf.image.adjust_contrast blends towards each channel's mean, ColorJitter
-        # towards the grey-scale mean; the two agree on grey-scale images.
-        image = tf.clip_by_value(tf.image.adjust_contrast(image, contrast), 0.0, 1.0)
-        if colour:
-            image = tf.clip_by_value(tf.image.adjust_saturation(image, saturation), 0.0, 1.0)
-            image = tf.clip_by_value(tf.image.adjust_hue(image, hue), 0.0, 1.0)
-        return image
+        image, factors = args
+        return jitter_image(image, factors, colour)
 
     # The tf.image adjustments take one scalar factor per call, hence one call per image.
     return tf.map_fn(
-        jitter_one, (images, tf.unstack(factors, axis=1)), fn_output_signature=images.dtype
+        jitter_one, (images, factors), fn_output_signature=images.dtype
     )
 
 

@@ -13,7 +13,10 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-AUGMENTATIONS = ("none", "crop_flip")
+AUGMENTATIONS = ("none", "crop_flip", "jitter")
+# Ojha et al.'s colour jitter (torchvision ColorJitter magnitudes): brightness, contrast,
+# saturation multipliers uniform in [0.6, 1.4], hue shift uniform in [-0.2, 0.2] turns.
+JITTER = (0.4, 0.4, 0.4, 0.2)
 CROP_PADDING = 4
 
 
@@ -46,8 +49,10 @@ def make_tf_dataset(
 
     `augment="crop_flip"` applies the standard CIFAR augmentation to every example of every
     epoch: pad 4 pixels (with zeros, the mean of standardised data), crop back to the
-    original size at a random offset, flip horizontally with probability 1/2. Use it for
-    training batches only. The draws are stateless and seeded by `seed`: reproducible,
+    original size at a random offset, flip horizontally with probability 1/2.
+    `augment="jitter"` applies Ojha et al.'s colour jitter (brightness and contrast; also
+    saturation and hue for 3-channel images) on intensities mapped from x's [min, max] to
+    [0, 1] and back. Use either for training batches only. The draws are stateless and seeded by `seed`: reproducible,
     different in each epoch, and independent of the parallel map's scheduling.
     """
     if augment not in AUGMENTATIONS:
@@ -83,9 +88,16 @@ def make_tf_dataset(
     def batches(pairs):
         """(counter, index) pairs -> batches; the counter seeds the example's augmentation."""
         if augment != "none":
+            low, high = float(x.min()), float(x.max())
+
             def one_example(counter, index):
                 pair = tf.stack([tf.constant(seed, tf.int64), counter])
-                return crop_flip(tf.gather(x_all, index), pair), tf.gather(y_all, index)
+                image = tf.gather(x_all, index)
+                if augment == "crop_flip":
+                    image = crop_flip(image, pair)
+                else:
+                    image = random_jitter(image, pair, low, high)
+                return image, tf.gather(y_all, index)
 
             examples = pairs.map(one_example, num_parallel_calls=tf.data.AUTOTUNE)
             return examples.batch(batch_size, drop_remainder=drop_remainder)
@@ -155,3 +167,30 @@ def crop_flip(image, seed_pair):
     cropped = tf.image.stateless_random_crop(padded, (height, width, channels), seed=seed_pair)
     # A second, different seed for the flip: reusing the crop's would correlate them.
     return tf.image.stateless_random_flip_left_right(cropped, seed=seed_pair[::-1])
+
+
+def jitter_image(image, factors, colour):
+    """Photometric jitter of one (H, W, C) image in [0, 1]: `factors` = (brightness,
+    contrast, saturation multipliers, hue shift), applied in that fixed order."""
+    brightness, contrast, saturation, hue = tf.unstack(tf.cast(factors, image.dtype))
+    # NOTE: tf.image.adjust_brightness adds a delta; ColorJitter, whose magnitudes the
+    # paper quotes, multiplies, so brightness is a multiplication here.
+    image = tf.clip_by_value(image * brightness, 0.0, 1.0)
+    # NOTE: tf.image.adjust_contrast blends towards each channel's mean, ColorJitter
+    # towards the grey-scale mean; the two agree on grey-scale images.
+    image = tf.clip_by_value(tf.image.adjust_contrast(image, contrast), 0.0, 1.0)
+    if colour:
+        image = tf.clip_by_value(tf.image.adjust_saturation(image, saturation), 0.0, 1.0)
+        image = tf.clip_by_value(tf.image.adjust_hue(image, hue), 0.0, 1.0)
+    return image
+
+
+def random_jitter(image, seed_pair, low, high):
+    """`jitter_image` with factors drawn statelessly from `seed_pair`, for data in [low, high]."""
+    b, c, s, h = JITTER
+    u = tf.random.stateless_uniform([4], seed=tf.cast(seed_pair, tf.int64))
+    factors = tf.stack([1 - b + 2 * b * u[0], 1 - c + 2 * c * u[1], 1 - s + 2 * s * u[2],
+                        -h + 2 * h * u[3]])
+    span = max(high - low, 1e-12)
+    unit = (image - low) / span
+    return jitter_image(unit, factors, colour=image.shape[-1] == 3) * span + low
