@@ -168,3 +168,18 @@ def test_self_distill_alpha_per_step_list(tmp_path):
     for g, alpha in ((1, 0.2), (2, 0.7)):
         record = json.load(open(workdir / "metrics" / f"self_distilled_0_g{g}.json"))
         assert record["row"]["alpha"] == alpha
+
+
+def test_joint_mode_trains_the_average_of_num_models_as_one_network(tmp_path):
+    workdir = tmp_path / "run"
+    ok(tfkd("--mode=joint", "--smoke", "--model=mlp", "--num_models=2", f"--workdir={workdir}"))
+    record = json.load(open(workdir / "metrics" / "joint.json"))
+    assert record["row"]["kind"] == "joint" and record["settings"]["joint_k"] == 2
+    assert "joint" in result_names(workdir)
+
+
+def test_multiview_dataset_with_the_patch_network(tmp_path):
+    workdir = tmp_path / "run"
+    ok(tfkd("--mode=train", "--smoke", "--dataset=multiview", "--model=patch_net",
+            "--num_models=1", f"--workdir={workdir}"))
+    assert "member_0" in result_names(workdir)

@@ -3,7 +3,7 @@
 import dataclasses
 from typing import Optional
 
-MODES = ("pipeline", "train", "ensemble", "distill", "self_distill", "tune", "analyze")
+MODES = ("pipeline", "train", "ensemble", "distill", "self_distill", "joint", "tune", "analyze")
 TUNERS = ("random", "bayesian", "hyperband")
 TUNABLE = ("temperature", "alpha", "learning_rate")
 OPTIMIZERS = ("adam", "adamw", "sgd")

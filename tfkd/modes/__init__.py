@@ -1,6 +1,6 @@
 """Modes: each a function run(config, workdir) -> result rows, all through one Distiller path."""
 
-from tfkd.modes import distill, ensemble, pipeline, self_distill, train
+from tfkd.modes import distill, ensemble, joint, pipeline, self_distill, train
 
 
 def _tune(config, workdir, splits=None, progress=None, strategy=None):
@@ -26,6 +26,7 @@ MODES = {
     "ensemble": ensemble.run,
     "distill": distill.run,
     "self_distill": self_distill.run,
+    "joint": joint.run,
     "tune": _tune,
     "analyze": _analyze,
 }

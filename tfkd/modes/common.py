@@ -95,10 +95,13 @@ class Progress:
 
 
 def fit_model(config, workdir, splits, *, name, kind, seed, teachers=None, teacher_name=None,
-              teacher_paths=None, generation=None, progress=None, alpha=None):
+              teacher_paths=None, generation=None, progress=None, alpha=None, build=None,
+              extra_settings=None):
     """Trains one model through the Distiller (alpha = 1 without teachers) and saves it.
 
-    `alpha` overrides config.alpha (a self-distillation step's own ground-truth weight).
+    `alpha` overrides config.alpha (a self-distillation step's own ground-truth weight);
+    `build(config, splits, seed, name)` replaces `new_model` (e.g. a jointly trained average),
+    and `extra_settings` are what else the model depends on.
 
     A model already finished in the workdir is loaded instead of retrained. With
     `teacher_paths` (the teachers' .keras files) and config.teacher_cache, the
@@ -112,6 +115,7 @@ def fit_model(config, workdir, splits, *, name, kind, seed, teachers=None, teach
     settings = model_settings(config, seed, teacher_name, teacher_paths, teachers is not None)
     if teachers is not None:
         settings["alpha"] = float(alpha)
+    settings.update(extra_settings or {})
     finished = load_finished(config, workdir, name, settings, teacher_paths)
     if finished is not None:
         if progress:
@@ -120,7 +124,7 @@ def fit_model(config, workdir, splits, *, name, kind, seed, teachers=None, teach
 
     started = time.time()
     keras.utils.set_random_seed(seed)
-    student = new_model(config, splits, seed, name)
+    student = (build or new_model)(config, splits, seed, name)
     if teachers is not None:
         # Checked here, not only by the Distiller: cached teachers never reach it.
         try:
