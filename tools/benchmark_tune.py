@@ -36,7 +36,6 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    import keras_tuner as kt
 
     from tfkd import cache
     from tfkd.config import Config

@@ -1,8 +1,9 @@
 """Model builders by name. Every model is a functional keras.Model that outputs logits, with
 its penultimate layer named "features" and its last "logits".
 
-Importing this package registers "cnn" and "mlp"; further builders join `MODELS` through
-`register_model`.
+Importing this package registers "cnn", "mlp", the CIFAR ResNets and WRNs, "patch_net" and
+"random_features"; further builders join `MODELS` through `register_model`. `build_joint`
+wraps any of them into k networks averaged and trained as one.
 """
 
 from tfkd.models import small as _small  # noqa: F401  (registers its builders)

@@ -6,7 +6,6 @@ architecture, but trained end to end on cross-entropy of the averaged logits
 results table next to the members and their ensemble.
 """
 
-from tfkd.models import build_model  # noqa: F401  (registers the architectures)
 from tfkd.models.joint import build_joint
 from tfkd.modes import common
 
