@@ -102,7 +102,7 @@ def joint_members(model: keras.Model) -> list:
     """
     members = {}
     for layer in model.layers:
-        head, sep, index = layer.name.rpartition("_member")
+        _, sep, index = layer.name.rpartition("_member")
         if isinstance(layer, keras.Model) and sep and index.isdigit():
             members[int(index)] = layer
     if not members:
