@@ -38,8 +38,10 @@ def test_three_trials_best_flagfile_distills_and_rerun_resumes(tmp_path):
     again = ok(tfkd(*TUNE, f"--workdir={workdir}"))
     assert "Running Trial" not in again.stdout
     assert "3 finished trials found" in again.stderr
-    more = ok(tfkd(*TUNE[:-1], "--max_trials=4", f"--workdir={workdir}"))
-    assert more.stdout.count("Running Trial") == 1 or "3 finished trials" in more.stderr
+    # More trials continue the same search: only the fourth runs.
+    more = ok(tfkd("--mode=tune", "--smoke", "--model=mlp", "--max_trials=4",
+                   f"--workdir={workdir}"))
+    assert more.stdout.count("Running Trial") == 1 and "3 finished trials" in more.stderr
 
 
 def test_bayesian_and_hyperband_under_mirrored_strategy(tmp_path):

@@ -201,7 +201,6 @@ class Config:
             alphas = ",".join(alphas.split(",")[:steps])
         return dataclasses.replace(
             self, epochs=1, num_models=min(self.num_models, 2),
-            max_trials=min(self.max_trials, 3),
             self_distill_steps=steps, self_distill_alpha=alphas, warmup_epochs=0,
             # A recipe's validation count (5,000 of CIFAR's 50,000) may exceed a smoke
             # dataset; the default fraction always fits.

@@ -111,7 +111,9 @@ def make_tuner(config, hypermodel, directory, project_name, strategy=None):
     return TUNERS[config.tuner](max_trials=config.max_trials, **common_args)
 
 
-TUNE_SETTINGS = ("tuner", "max_trials", "tune_params", "tune_temperature", "tune_alpha",
+# What makes a search another search; --max_trials is not among them, so a re-run with
+# more trials continues the same search.
+TUNE_SETTINGS = ("tuner", "tune_params", "tune_temperature", "tune_alpha",
                  "tune_learning_rate")
 
 
