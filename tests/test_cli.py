@@ -84,6 +84,26 @@ def test_distill_from_another_teacher_dir_with_flagfile(tmp_path):
     assert os.listdir(os.path.join(student, "models")) == ["distilled.keras"]
 
 
+def test_distill_with_a_hint_layer_on_cached_teachers(tmp_path):
+    workdir = str(tmp_path / "run")
+    common = ["--smoke", f"--workdir={workdir}", "--num_models=2"]
+    ok(tfkd("--mode=train", *common))
+    ok(tfkd("--mode=distill", *common, "--hint_layer=features", "--hint_weight=0.5"))
+    record = json.load(open(os.path.join(workdir, "metrics", "distilled.json")))
+    assert record["settings"]["hint_layer"] == "features"
+    assert record["settings"]["hint_weight"] == 0.5
+    history = record["history"]
+    # The hint reaches the loss with its weight, next to the cached teachers' KL term.
+    loss = 0.1 * history["student_loss"][-1] + 0.9 * history["distillation_loss"][-1] + (
+        0.5 * history["hint_loss"][-1])
+    assert history["hint_loss"][-1] > 0
+    assert abs(history["loss"][-1] - loss) < 1e-4 * max(1.0, abs(loss))
+    assert os.listdir(os.path.join(workdir, "cache"))  # the teachers' logits were cached
+    # A student trained with a hint does not stand for one trained without.
+    refused = tfkd("--mode=distill", *common)
+    assert refused.returncode == 2 and "hint_layer='features'" in refused.stderr
+
+
 @pytest.mark.parametrize("args,named,accepted", [
     (["--mode=pretrain"], "pretrain", "pipeline|train|ensemble|distill|self_distill"),
     (["--dataset=cifar1000"], "cifar1000", "digits, mnist1d"),

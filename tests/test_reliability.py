@@ -276,6 +276,11 @@ def bad_invocations(root):
         (["--mode=tune", "--tune_temperature=5,1", *base], "'5.0,1.0'"),
         (["--mode=tune", "--tune_learning_rate=0,0.1", *base], "'0.0,0.1'"),
         (["--self_distill_alpha=often", *base], "'often'"),
+        (["--hint_layer=no_such_layer", *distill], "'no_such_layer'"),
+        (["--hint_layer=a:b:c", *base], "'a:b:c'"),
+        (["--hint_layer=features", "--hint_weight=-1", *base], "hint_weight"),
+        (["--hint_weight=2", *base], "hint_weight=2.0 needs --hint_layer"),
+        (["--mode=tune", "--tune_params=hint_weight", *base], "hint_weight"),
     ]
 
 

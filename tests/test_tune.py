@@ -53,3 +53,21 @@ def test_bayesian_and_hyperband_under_mirrored_strategy(tmp_path):
             trials = list(csv.DictReader(f))
         assert trials and "learning_rate" not in trials[0]
         assert os.path.exists(workdir / "tune" / "best.flags")
+
+
+def test_hint_weight_search_writes_a_flagfile_distill_accepts(tmp_path):
+    workdir = tmp_path / "run"
+    ok(tfkd("--mode=tune", "--smoke", "--max_trials=2", "--hint_layer=features",
+            "--tune_params=hint_weight", "--tune_hint_weight=0.01,1", f"--workdir={workdir}"))
+    with open(workdir / "tune" / "trials.csv") as f:
+        trials = list(csv.DictReader(f))
+    assert len(trials) == 2 and set(trials[0]) == {"trial", "hint_weight", "val_accuracy"}
+    assert all(0.01 <= float(t["hint_weight"]) <= 1 for t in trials)
+    flags = (workdir / "tune" / "best.flags").read_text()
+    assert "--hint_layer=features" in flags and "--hint_weight=" in flags
+    distilled = tmp_path / "distilled"
+    ok(tfkd(f"--flagfile={workdir / 'tune' / 'best.flags'}", f"--workdir={distilled}",
+            "--smoke"))
+    record = json.load(open(distilled / "metrics" / "distilled.json"))
+    assert abs(record["settings"]["hint_weight"] - float(trials[0]["hint_weight"])) < 1e-9
+    assert abs(record["row"]["val_accuracy"] - float(trials[0]["val_accuracy"])) < 1e-6

@@ -38,8 +38,8 @@ def define_flags():
                         "Directory for models, metrics, TensorBoard logs and the results table. "
                         "Re-running with the same workdir reuses finished models.")
     flags.DEFINE_string("teacher_dir", None,
-                        "Workdir holding the trained members that --mode=distill uses as "
-                        "teachers. Default: --workdir.")
+                        "Workdir holding the trained members that --mode=distill, tune and "
+                        "analyze use as teachers. Default: --workdir.")
     flags.DEFINE_string("dataset", defaults.dataset,
                         "Dataset: digits or mnist1d (embedded, no download), or a TensorFlow "
                         "Datasets image-classification set: cifar10, cifar100, mnist, "
@@ -97,6 +97,13 @@ def define_flags():
                         "kl (soft-target KL, T^2-scaled) or probability_mse.")
     flags.DEFINE_string("teacher_average", defaults.teacher_average,
                         "How members are averaged: logits or probabilities.")
+    flags.DEFINE_string("hint_layer", defaults.hint_layer,
+                        "FitNets hint loss for distill, self_distill and tune: a layer name "
+                        "found in the student and the first teacher (e.g. features), or "
+                        "TEACHER_LAYER:STUDENT_LAYER; the student's layer is regressed onto "
+                        "the teacher's through a learned 1x1 adapter. Empty: no hint.")
+    flags.DEFINE_float("hint_weight", defaults.hint_weight,
+                       "Weight of the hint loss (with --hint_layer).")
     flags.DEFINE_integer("self_distill_steps", defaults.self_distill_steps,
                          "Generations per self-distillation chain (one chain per member).")
     flags.DEFINE_string("self_distill_alpha", defaults.self_distill_alpha,
@@ -123,6 +130,9 @@ def define_flags():
                       "--mode=tune: LOW,HIGH of alpha, within [0, 1].")
     flags.DEFINE_list("tune_learning_rate", list(map(str, defaults.tune_learning_rate)),
                       "--mode=tune: LOW,HIGH of the learning rate (log scale).")
+    flags.DEFINE_list("tune_hint_weight", list(map(str, defaults.tune_hint_weight)),
+                      "--mode=tune: LOW,HIGH of the hint weight (log scale; searched when "
+                      "--tune_params names hint_weight).")
     flags.DEFINE_string("analysis_layer", defaults.analysis_layer,
                         "--mode=analyze: the layer Grad-CAM weighs (default: the last "
                         "convolutional layer).")
@@ -169,12 +179,16 @@ def config_from_flags():
                              ("tune_params", str, "names"),
                              ("tune_temperature", float, "numbers"),
                              ("tune_alpha", float, "numbers"),
-                             ("tune_learning_rate", float, "numbers")):
+                             ("tune_learning_rate", float, "numbers"),
+                             ("tune_hint_weight", float, "numbers")):
         try:
             values[name] = tuple(kind(v) for v in values[name])
         except ValueError:
             raise ConfigError(f"{name} must be comma-separated {what}, got "
                               f"{','.join(values[name])!r}") from None
+    if FLAGS["hint_weight"].present and not values["hint_layer"].strip():
+        raise ConfigError(f"hint_weight={values['hint_weight']!r} needs --hint_layer (the "
+                          "layer whose output the hint regresses, e.g. features)")
     return Config(**values).shrunk()
 
 

@@ -5,7 +5,9 @@ from typing import Optional
 
 MODES = ("pipeline", "train", "ensemble", "distill", "self_distill", "joint", "tune", "analyze")
 TUNERS = ("random", "bayesian", "hyperband")
-TUNABLE = ("temperature", "alpha", "learning_rate")
+TUNABLE = ("temperature", "alpha", "learning_rate", "hint_weight")
+# What --tune_params searches when not set: the hint weight only exists with --hint_layer.
+DEFAULT_TUNED = ("temperature", "alpha", "learning_rate")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("constant", "cosine", "step")
 AUGMENTATIONS = ("none", "crop_flip", "jitter")
@@ -30,7 +32,7 @@ def _choice(field, value, accepted):
 class Config:
     mode: str = "pipeline"
     workdir: str = "runs/digits"
-    teacher_dir: Optional[str] = None  # where `distill` finds its teachers; default: workdir
+    teacher_dir: Optional[str] = None  # where distill/tune/analyze find the teachers; default: workdir
     dataset: str = "digits"
     data_dir: Optional[str] = None  # TFDS data; default $TFDS_DATA_DIR or ~/tensorflow_datasets
     val_size: float = 0.0  # 0: the dataset's default; (0, 1): a fraction; >= 1: examples
@@ -55,6 +57,10 @@ class Config:
     alpha: float = 0.1
     distillation_loss: str = "kl"
     teacher_average: str = "logits"
+    # FitNets hint: "LAYER" (a layer of that name in the student and in the first teacher)
+    # or "TEACHER_LAYER:STUDENT_LAYER"; "": no hint loss.
+    hint_layer: str = ""
+    hint_weight: float = 1.0
     self_distill_steps: int = 1
     # Per-step ground-truth weight of a self-distillation chain: "" (= alpha), one number,
     # a comma-separated list (one per step), or "optimal" (estimated at every step).
@@ -67,10 +73,11 @@ class Config:
     analysis_examples: int = 500  # analyze: test examples used
     tuner: str = "random"
     max_trials: int = 10
-    tune_params: tuple = TUNABLE
+    tune_params: tuple = DEFAULT_TUNED
     tune_temperature: tuple = (1.0, 20.0)
     tune_alpha: tuple = (0.0, 1.0)
     tune_learning_rate: tuple = (1e-4, 1e-2)
+    tune_hint_weight: tuple = (0.1, 10.0)
     strategy: str = "auto"
     num_cpu_devices: int = 1
     jit_compile: bool = False
@@ -108,8 +115,12 @@ class Config:
             _choice("tune_params entry", name, TUNABLE)
         if not self.tune_params:
             raise ConfigError(f"tune_params must name at least one of: {', '.join(TUNABLE)}")
+        if "hint_weight" in self.tune_params and not self.hint_layer:
+            raise ConfigError("tune_params names hint_weight, but no hint loss is on; add "
+                              "--hint_layer (e.g. --hint_layer=features)")
         for field, low, high in (("tune_temperature", 0.0, None), ("tune_alpha", 0.0, 1.0),
-                                 ("tune_learning_rate", 0.0, None)):
+                                 ("tune_learning_rate", 0.0, None),
+                                 ("tune_hint_weight", 0.0, None)):
             bounds = getattr(self, field)
             text = ",".join(map(str, bounds))
             if len(bounds) != 2 or not bounds[0] < bounds[1]:
@@ -129,6 +140,7 @@ class Config:
         if not 0.0 < self.epsilon <= 1.0:
             raise ConfigError(f"epsilon must be in (0, 1] (a fraction of the data's range), "
                               f"got {self.epsilon!r}")
+        self.hint()  # validates hint_layer and hint_weight
         if not self.temperature > 0:
             raise ConfigError(f"temperature must be > 0, got {self.temperature!r}")
         if not self.learning_rate > 0:
@@ -169,6 +181,21 @@ class Config:
                               f"embedded {self.dataset!r}")
         if not self.workdir:
             raise ConfigError("workdir must not be empty")
+
+    def hint(self):
+        """The FitNets hint as a `tfkd.distiller.Hint`, or None without --hint_layer."""
+        if not 0.0 <= self.hint_weight < float("inf"):
+            raise ConfigError(f"hint_weight must be a finite number >= 0, got {self.hint_weight!r}")
+        text = self.hint_layer.strip()
+        if not text:
+            return None
+        parts = [p.strip() for p in text.split(":")]
+        if len(parts) > 2 or not all(parts):
+            raise ConfigError(f"hint_layer must be LAYER or TEACHER_LAYER:STUDENT_LAYER "
+                              f"(layer names, e.g. features), got {text!r}")
+        from tfkd.distiller import Hint
+
+        return Hint(teacher_layer=parts[0], student_layer=parts[-1], weight=self.hint_weight)
 
     def step_alphas(self):
         """The ground-truth weight of each self-distillation step: floats, or "optimal"."""

@@ -1,8 +1,9 @@
 """analyze: what did the distilled student inherit from its teacher (Ojha et al., NeurIPS 2023)?
 
-Over a workdir holding the members (the teacher: their ensemble, or the one member) and
-the distilled student, this trains the independent baseline if it is missing: the same
-architecture and seed as `distilled` (seed s+N), labels only. Then, on the test split,
+Over a workdir holding the distilled student and the members (the teacher: their
+ensemble, or the one member; from --teacher_dir when given, as in `distill`), this
+trains the independent baseline if it is missing: the same architecture and seed as
+`distilled` (seed s+N), labels only. Then, on the test split,
 each student is compared with the teacher:
 
   - top-1 agreement and mean KL(teacher || student) of the predictive distributions;
@@ -30,7 +31,7 @@ from tfkd.analysis import adversarial, figures, gradcam, inheritance, invariance
 from tfkd.config import ConfigError
 from tfkd.ensemble import Ensemble
 from tfkd.modes import common
-from tfkd.workdir import write_json, write_text
+from tfkd.workdir import Workdir, write_json, write_text
 
 GRADCAM_FIGURE_IMAGES = 6
 
@@ -47,7 +48,8 @@ def teacher_gradcam(members, teacher, x, layer):
 
 def run(config, workdir, splits=None, progress=None):
     splits = splits or common.load_splits(config)
-    members, _ = common.load_members(config, workdir)
+    teacher_dir = Workdir(config.teacher_dir) if config.teacher_dir else workdir
+    members, _ = common.load_members(config, teacher_dir)
     if not workdir.has_model("distilled"):
         raise ConfigError(f"no distilled student in {workdir.root}; run --mode=distill (or "
                           "--mode=pipeline) with this --workdir first")

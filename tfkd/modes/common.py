@@ -34,6 +34,9 @@ DATA_SETTINGS = ("dataset", "val_size", "image_size")
 TRAINING_SETTINGS = (DATA_SETTINGS + ("model", "epochs", "batch_size", "augment")
                      + optim.OPTIMIZER_SETTINGS + ("checkpoint", "precision", "smoke"))
 DISTILLATION_SETTINGS = ("alpha", "temperature", "distillation_loss", "teacher_average")
+# Part of a distilled model's settings only when a hint loss is on, so that models
+# trained without one keep matching.
+HINT_SETTINGS = ("hint_layer", "hint_weight")
 
 
 def load_splits(config):
@@ -52,7 +55,23 @@ def load_splits(config):
             splits, x_train=splits.x_train[:n], y_train=splits.y_train[:n],
             x_val=splits.x_val[:n // 2], y_val=splits.y_val[:n // 2],
             x_test=splits.x_test[:n // 2], y_test=splits.y_test[:n // 2])
+    if config.hint_layer:
+        # Checked before any training, not when the first student is reached.
+        check_hint_layers(config, splits)
     return splits
+
+
+def check_hint_layers(config, splits):
+    """A ConfigError unless the student architecture has the --hint_layer layer(s)."""
+    hint = config.hint()
+    model = new_model(config, splits, 0, "hint_check")
+    names = [layer.name for layer in model.layers]
+    for role, layer in (("teacher", hint.teacher_layer), ("student", hint.student_layer)):
+        if layer not in names:
+            shown = ", ".join(names if len(names) <= 30 else names[-30:])
+            raise ConfigError(
+                f"hint_layer: {config.model} has no layer {layer!r} (the {role}'s hint layer); "
+                f"its {'' if len(names) <= 30 else 'last 30 '}layers are: {shown}")
 
 
 def new_model(config, splits, seed, name):
@@ -133,17 +152,19 @@ def fit_model(config, workdir, splits, *, name, kind, seed, teachers=None, teach
             raise ConfigError(f"cannot train {name}: {e}") from None
     train_logits = val_logits = None
     online_teachers = teachers
+    hint = config.hint() if teachers is not None else None
     # With augmentation the teachers must see each augmented batch: no cache then.
     if (teachers is not None and config.teacher_cache and teacher_paths
             and config.augment == "none"):
         train_logits, val_logits = teacher_logits(config, workdir, splits, teachers,
                                                   teacher_name, teacher_paths)
-        online_teachers = None
+        # A hint needs the first teacher's features: it still runs, the others do not.
+        online_teachers = teachers if hint else None
     try:
         distiller = Distiller(student, online_teachers, alpha=alpha,
                               temperature=config.temperature,
                               distillation_loss=config.distillation_loss, seed=seed,
-                              extrapolate=not config.alpha_clip)
+                              extrapolate=not config.alpha_clip, hint=hint)
     except ValueError as e:
         raise ConfigError(f"cannot train {name}: {e}") from None
     steps_per_epoch = -(-len(splits.x_train) // config.batch_size)
@@ -231,6 +252,8 @@ def _redo(workdir, name, path, error):
 
 def model_settings(config, seed, teacher_name, teacher_paths, distilled):
     fields = TRAINING_SETTINGS + (DISTILLATION_SETTINGS if distilled else ())
+    if distilled and config.hint_layer:
+        fields += HINT_SETTINGS
     settings = {field: getattr(config, field) for field in fields}
     settings["seed"] = seed
     if distilled:
@@ -245,6 +268,8 @@ def reusable(config, workdir, name, settings, record=None):
     record = workdir.read_metrics(name) if record is None else record
     stored = record.get("settings", {})
     changed = [k for k in settings if stored.get(k) != settings[k]]
+    # A model trained with a hint does not stand for one trained without.
+    changed += [k for k in HINT_SETTINGS if k in stored and k not in settings]
     if not changed:
         return True
     if config.overwrite:
@@ -253,7 +278,7 @@ def reusable(config, workdir, name, settings, record=None):
     field = changed[0]
     raise ConfigError(
         f"{workdir.root} already holds {name} trained with {field}={stored.get(field)!r}, "
-        f"but this run asks for {field}={settings[field]!r}; use another --workdir, or "
+        f"but this run asks for {field}={settings.get(field)!r}; use another --workdir, or "
         "--overwrite to retrain what differs")
 
 

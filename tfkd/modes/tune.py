@@ -2,11 +2,11 @@
 
 The ensemble of the members in --teacher_dir (default --workdir; trained first if
 missing) teaches one student per trial, built exactly as `distill` builds it, with the
-trial's temperature (log scale), alpha and learning rate (--tune_params picks which are
-searched; the others keep their flag values). The objective is the student's validation
+trial's temperature (log scale), alpha, learning rate and, with --hint_layer, hint weight
+(--tune_params picks which are searched; the others keep their flag values). The objective is the student's validation
 accuracy; the test split is never looked at. The teachers' logits are computed once into
 the workdir's cache, so no trial runs a teacher (with --augment the teachers must see each
-augmented batch and run online).
+augmented batch and run online; with a hint loss the first teacher runs for its features).
 
     <workdir>/tune/<project>/   keras-tuner's state: a re-run continues the search
     <workdir>/tune/best.flags   the best trial as a flagfile for --mode=distill
@@ -41,7 +41,7 @@ OBJECTIVE = "val_accuracy"
 def search_space(hp, config):
     """The trial's distillation settings: searched ones drawn from `hp`, others from config."""
     values = {"temperature": config.temperature, "alpha": config.alpha,
-              "learning_rate": config.learning_rate}
+              "learning_rate": config.learning_rate, "hint_weight": config.hint_weight}
     if "temperature" in config.tune_params:
         values["temperature"] = hp.Float("temperature", *config.tune_temperature,
                                          sampling="log")
@@ -50,6 +50,9 @@ def search_space(hp, config):
     if "learning_rate" in config.tune_params:
         values["learning_rate"] = hp.Float("learning_rate", *config.tune_learning_rate,
                                            sampling="log")
+    if "hint_weight" in config.tune_params:
+        values["hint_weight"] = hp.Float("hint_weight", *config.tune_hint_weight,
+                                         sampling="log")
     return values
 
 
@@ -72,10 +75,15 @@ class DistillHyperModel(kt.HyperModel):
         keras.utils.set_random_seed(self.seed)
         student = common.new_model(self.config, self.splits, self.seed, "student")
         optim.add_weight_decay(student, self.config.weight_decay, self.config.optimizer)
-        online = self.teachers if self.train_logits is None else None
+        hint = self.config.hint()
+        if hint is not None:
+            hint = dataclasses.replace(hint, weight=values["hint_weight"])
+        # Cached logits replace the teachers, except the first one's features for a hint.
+        online = self.teachers if self.train_logits is None or hint else None
         distiller = Distiller(student, online, alpha=values["alpha"],
                               temperature=values["temperature"],
-                              distillation_loss=self.config.distillation_loss, seed=self.seed)
+                              distillation_loss=self.config.distillation_loss, seed=self.seed,
+                              hint=hint)
         # keras-tuner saves each trial's best epoch with save_weights, which wants a built
         # model; a Distiller trained through its own train_step is never built by fit.
         distiller.build((None,) + tuple(self.splits.input_shape))
@@ -142,6 +150,8 @@ def run(config, workdir, splits=None, progress=None, strategy=None):
     # rather than continuing a search they do not belong to.
     settings = common.model_settings(config, seed, "ensemble", paths, True)
     settings.update({k: getattr(config, k) for k in TUNE_SETTINGS})
+    if "hint_weight" in config.tune_params:
+        settings["tune_hint_weight"] = config.tune_hint_weight
     project = f"search-{common.state_key(json.loads(json.dumps(settings)))}"
     directory = workdir.tune_path()
     default = strategy is tf.distribute.get_strategy()  # called outside any scope
@@ -176,7 +186,8 @@ def trial_rows(tuner):
 def best_flagfile(config, best, teacher_dir):
     """A flagfile for --mode=distill with the best trial's values and the search's settings."""
     fields = (common.TRAINING_SETTINGS + common.DISTILLATION_SETTINGS
-              + ("num_models", "seed", "teacher_cache"))
+              + ("num_models", "seed", "teacher_cache")
+              + (common.HINT_SETTINGS if config.hint_layer else ()))
     values = {f: getattr(config, f) for f in fields if f != "smoke"}
     values.update({k: best[k] for k in config.tune_params})
     lines = [f"# The best trial of a `tfkd --mode=tune` search: {OBJECTIVE} "
@@ -232,7 +243,7 @@ def plot_trials(config, trials, path):
         ax.scatter([t[name] for t in trials], scores, c=scores, cmap="viridis")
         ax.scatter([trials[0][name]], [scores[0]], marker="*", s=200, color="red",
                    label="best")
-        if name in ("temperature", "learning_rate"):
+        if name in ("temperature", "learning_rate", "hint_weight"):
             ax.set_xscale("log")
         ax.set_xlabel(name)
         ax.set_ylabel("validation accuracy (%)")
