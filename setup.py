@@ -22,6 +22,7 @@ setup(
         "scikit-learn>=1.3",
         "mnist1d>=0.0.2",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    # pytest-xdist: the suite runs in two worker processes (pytest.ini); >= 3.2 for worksteal.
+    extras_require={"test": ["pytest>=7", "pytest-xdist>=3.2"]},
     entry_points={"console_scripts": ["tfkd = tfkd.cli:run"]},
 )
