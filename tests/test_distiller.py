@@ -187,6 +187,28 @@ def test_cached_teacher_logits_give_same_loss_and_update(digits, teachers):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_hint_with_cached_logits_equals_online_teachers(digits, teachers):
+    """With a hint the first teacher still runs (for its features) next to cached logits;
+    the training must be the one fully online teachers give."""
+    x, y = digits
+    xs, ys = x[:128], y[:128]
+    cached = tfkd.Ensemble(teachers).predict(xs, verbose=0)
+    results = []
+    for inputs in (xs, with_teacher_logits(xs, cached)):
+        student = make_tiny_cnn(12)
+        distiller = Distiller(student, teachers, alpha=0.3, temperature=4.0,
+                              hint=Hint("features", "features", 0.5), seed=0)
+        distiller.compile(optimizer=keras.optimizers.SGD(0.05))
+        history = distiller.fit(inputs, ys, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
+        results.append((history.history, weights_of(student)))
+    (online, w_online), (cache, w_cache) = results
+    assert online["hint_loss"][-1] > 0
+    for key in ("loss", "distillation_loss", "student_loss", "hint_loss"):
+        np.testing.assert_allclose(cache[key], online[key], rtol=1e-5)
+    for a, b in zip(w_online, w_cache):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_cached_logits_through_tf_data(digits, teachers):
     x, y = digits
     cached = tfkd.Ensemble(teachers).predict(x[:64], verbose=0)

@@ -96,6 +96,8 @@ class Config:
         from tfkd.models import MODELS
         from tfkd.runtime import PRECISIONS, STRATEGIES
 
+        # " " means no hint, as "" does.
+        object.__setattr__(self, "hint_layer", self.hint_layer.strip())
         _choice("mode", self.mode, MODES)
         if self.dataset not in DATASETS and not is_tfds_name(self.dataset):
             raise ConfigError(

@@ -3,8 +3,8 @@
 Over a workdir holding the distilled student and the members (the teacher: their
 ensemble, or the one member; from --teacher_dir when given, as in `distill`), this
 trains the independent baseline if it is missing: the same architecture and seed as
-`distilled` (seed s+N), labels only. Then, on the test split,
-each student is compared with the teacher:
+`distilled` (seed s+N), labels only. Then, on the test split, each student is compared
+with the teacher:
 
   - top-1 agreement and mean KL(teacher || student) of the predictive distributions;
   - calibration: ECE and NLL of every model;
