@@ -62,11 +62,19 @@ def load_splits(config):
 
 
 def check_hint_layers(config, splits):
-    """A ConfigError unless the student architecture has the --hint_layer layer(s)."""
+    """A ConfigError unless the student architecture has the --hint_layer layer(s).
+
+    The teacher's layer is checked here only when the teachers are of the student's
+    architecture (no --teacher_dir); teachers from another workdir may be another
+    network, and the Distiller checks them once they are loaded.
+    """
     hint = config.hint()
     model = new_model(config, splits, 0, "hint_check")
     names = [layer.name for layer in model.layers]
-    for role, layer in (("teacher", hint.teacher_layer), ("student", hint.student_layer)):
+    roles = [("student", hint.student_layer)]
+    if not config.teacher_dir:
+        roles.insert(0, ("teacher", hint.teacher_layer))
+    for role, layer in roles:
         if layer not in names:
             shown = ", ".join(names if len(names) <= 30 else names[-30:])
             raise ConfigError(
@@ -150,16 +158,12 @@ def fit_model(config, workdir, splits, *, name, kind, seed, teachers=None, teach
             check_teachers(teachers, student, f"the student {name}")
         except ValueError as e:
             raise ConfigError(f"cannot train {name}: {e}") from None
-    train_logits = val_logits = None
-    online_teachers = teachers
     hint = config.hint() if teachers is not None else None
     # With augmentation the teachers must see each augmented batch: no cache then.
-    if (teachers is not None and config.teacher_cache and teacher_paths
-            and config.augment == "none"):
-        train_logits, val_logits = teacher_logits(config, workdir, splits, teachers,
-                                                  teacher_name, teacher_paths)
-        # A hint needs the first teacher's features: it still runs, the others do not.
-        online_teachers = teachers if hint else None
+    cached = (teachers is not None and config.teacher_cache and bool(teacher_paths)
+              and config.augment == "none")
+    # A hint needs the first teacher's features: with a cache it still runs, the others not.
+    online_teachers = teachers if not cached or hint else None
     try:
         distiller = Distiller(student, online_teachers, alpha=alpha,
                               temperature=config.temperature,
@@ -167,6 +171,10 @@ def fit_model(config, workdir, splits, *, name, kind, seed, teachers=None, teach
                               extrapolate=not config.alpha_clip, hint=hint)
     except ValueError as e:
         raise ConfigError(f"cannot train {name}: {e}") from None
+    train_logits = val_logits = None
+    if cached:  # after the checks above: a refused run computes nothing
+        train_logits, val_logits = teacher_logits(config, workdir, splits, teachers,
+                                                  teacher_name, teacher_paths)
     steps_per_epoch = -(-len(splits.x_train) // config.batch_size)
     optim.add_weight_decay(student, config.weight_decay, config.optimizer)
     distiller.compile(optimizer=optim.make_optimizer(config, steps_per_epoch),
