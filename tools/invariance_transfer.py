@@ -344,6 +344,13 @@ def main(argv=None):
     effect_line = ("Paired per seed, advantage with the jitter teacher minus advantage with "
                    f"the plain teacher: {_cell(effect, signed=True)} points "
                    f"(per seed: {', '.join(f'{e:+.2f}' for e in effect)}).")
+    if len(effect) > 1:
+        # One-sample t-test of the per-seed effects against 0 (two-sided).
+        from scipy import stats
+
+        test = stats.ttest_1samp(effect, 0.0)
+        effect_line += (f" One-sample t-test against 0: t = {test.statistic:.2f}, "
+                        f"df {len(effect) - 1}, p = {test.pvalue:.3f}.")
     print(f"\n{heading}:\n\n{table}\n\n{effect_line}")
     save_plot(results, args)
     wall = time.perf_counter() - total
