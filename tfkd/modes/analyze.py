@@ -31,7 +31,7 @@ from tfkd.analysis import adversarial, figures, gradcam, inheritance, invariance
 from tfkd.config import ConfigError
 from tfkd.ensemble import Ensemble
 from tfkd.modes import common
-from tfkd.workdir import Workdir, write_json, write_text
+from tfkd.workdir import write_json, write_text
 
 GRADCAM_FIGURE_IMAGES = 6
 
@@ -48,7 +48,7 @@ def teacher_gradcam(members, teacher, x, layer):
 
 def run(config, workdir, splits=None, progress=None):
     splits = splits or common.load_splits(config)
-    teacher_dir = Workdir(config.teacher_dir) if config.teacher_dir else workdir
+    teacher_dir = common.teacher_workdir(config, workdir)
     members, _ = common.load_members(config, teacher_dir)
     if not workdir.has_model("distilled"):
         raise ConfigError(f"no distilled student in {workdir.root}; run --mode=distill (or "

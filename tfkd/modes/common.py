@@ -15,6 +15,7 @@ from tfkd.data import DatasetError, load_dataset, make_tf_dataset
 from tfkd.distiller import Distiller, check_teachers
 from tfkd.ensemble import Ensemble
 from tfkd.models import build_model
+from tfkd.workdir import Workdir
 
 SMOKE_EXAMPLES = 256
 # --smoke keeps a recipe's architecture family but not its size: a WRN-28-10 step takes
@@ -319,6 +320,11 @@ def ensemble_row(config, workdir, splits, members, *, name, kind):
                  100 * row["val_accuracy"], 100 * row["test_accuracy"], len(members),
                  report["disagreement"] or 0.0)
     return ensemble, row
+
+
+def teacher_workdir(config, workdir):
+    """Where the members that teach live: --teacher_dir, or else the run's own workdir."""
+    return Workdir(config.teacher_dir) if config.teacher_dir else workdir
 
 
 def member_names(config):

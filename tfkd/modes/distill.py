@@ -2,12 +2,11 @@
 
 from tfkd.ensemble import Ensemble
 from tfkd.modes import common
-from tfkd.workdir import Workdir
 
 
 def run(config, workdir, splits=None, progress=None):
     splits = splits or common.load_splits(config)
-    teacher_dir = Workdir(config.teacher_dir) if config.teacher_dir else workdir
+    teacher_dir = common.teacher_workdir(config, workdir)
     members, paths = common.load_members(config, teacher_dir)
     teachers = Ensemble(members, average=config.teacher_average, name="teachers")
     progress = progress or common.Progress(1)

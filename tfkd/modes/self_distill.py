@@ -39,14 +39,19 @@ def validation_probabilities(model, splits):
     return probabilities / probabilities.sum(axis=1, keepdims=True)
 
 
+def num_fits(config):
+    """How many models the chains train: one per step and member, two with alpha=optimal
+    (the alpha = 0 probe and the step)."""
+    fits_per_step = 2 if "optimal" in config.step_alphas() else 1
+    return config.num_models * config.self_distill_steps * fits_per_step
+
+
 def run(config, workdir, splits=None, progress=None):
     splits = splits or common.load_splits(config)
     missing = [n for n in common.member_names(config) if not workdir.has_model(n)]
     alphas = config.step_alphas()
-    fits_per_step = 2 if "optimal" in alphas else 1
     progress = progress or common.Progress(
-        (config.num_models if missing else 0)
-        + config.num_models * config.self_distill_steps * fits_per_step)
+        (config.num_models if missing else 0) + num_fits(config))
     rows = train.run(config, workdir, splits, progress) if missing else []
     members, paths = common.load_members(config, workdir)
     one_hot = np.eye(splits.num_classes)[splits.y_val]

@@ -31,7 +31,7 @@ from tfkd.data import make_tf_dataset
 from tfkd.distiller import Distiller
 from tfkd.ensemble import Ensemble
 from tfkd.modes import common, train
-from tfkd.workdir import Workdir, atomic_path, write_text
+from tfkd.workdir import atomic_path, write_text
 
 TUNERS = {"random": kt.RandomSearch, "bayesian": kt.BayesianOptimization,
           "hyperband": kt.Hyperband}
@@ -132,7 +132,7 @@ def run(config, workdir, splits=None, progress=None, strategy=None):
     the command therefore calls this mode outside its usual `strategy.scope()`."""
     splits = splits or common.load_splits(config)
     strategy = strategy or tf.distribute.get_strategy()
-    teacher_dir = Workdir(config.teacher_dir) if config.teacher_dir else workdir
+    teacher_dir = common.teacher_workdir(config, workdir)
     if not config.teacher_dir and any(not workdir.has_model(n)
                                       for n in common.member_names(config)):
         with strategy.scope():
