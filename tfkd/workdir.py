@@ -45,6 +45,14 @@ def write_text(path, text):
             f.write(text)
 
 
+def save_figure(figure, path, **savefig_kwargs):
+    """Writes a matplotlib figure to `path` atomically, in the format its extension names
+    (PNG when it has none)."""
+    fmt = os.path.splitext(os.fspath(path))[1].lstrip(".").lower() or "png"
+    with atomic_path(os.fspath(path)) as tmp:
+        figure.savefig(tmp, format=fmt, **savefig_kwargs)
+
+
 def write_json(path, obj):
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 

@@ -266,6 +266,8 @@ def save_plot(results, args):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from tfkd.workdir import save_figure
+
     models = ("teacher", "distilled", "independent")
     colors = plt.get_cmap("tab10").colors
     n = len(args.seeds)
@@ -306,10 +308,7 @@ def save_plot(results, args):
     for ax in (left, right):
         ax.grid(axis="y", alpha=0.3)
     figure.tight_layout()
-    directory = os.path.dirname(args.plot)
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-    figure.savefig(args.plot, dpi=120)
+    save_figure(figure, args.plot, dpi=120)
     plt.close(figure)
 
 

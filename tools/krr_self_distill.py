@@ -25,7 +25,6 @@ that regime; try --lam=1 (tuned) or --lam=0.01 (far too small) for the other reg
 """
 
 import argparse
-import os
 import shlex
 import sys
 
@@ -141,6 +140,8 @@ def save_plot(errors, alphas, args):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from tfkd.workdir import save_figure
+
     # One colour per setting in both panels.
     colors = dict(zip(errors, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 2))
     fig, (ax_err, ax_alpha) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -160,10 +161,7 @@ def save_plot(errors, alphas, args):
                  title="per-step optimal ground-truth weight")
     ax_alpha.legend(fontsize=8)
     fig.tight_layout()
-    directory = os.path.dirname(args.out)
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-    fig.savefig(args.out, dpi=120)
+    save_figure(fig, args.out, dpi=120)
     plt.close(fig)
 
 

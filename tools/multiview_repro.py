@@ -32,7 +32,6 @@ the paper, at a fraction of the time of separate `fit` calls.
 import argparse
 import dataclasses
 import json
-import os
 import re
 import shlex
 import sys
@@ -377,6 +376,8 @@ def save_plot(results, args):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from tfkd.workdir import save_figure
+
     panels = list(results.items())
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
     colors = plt.get_cmap("tab10").colors
@@ -399,10 +400,7 @@ def save_plot(results, args):
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].legend(fontsize=8, loc="lower left")
     fig.tight_layout()
-    directory = os.path.dirname(args.out)
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-    fig.savefig(args.out, dpi=120)
+    save_figure(fig, args.out, dpi=120)
     plt.close(fig)
 
 

@@ -100,6 +100,8 @@ def plot(results):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from tfkd.workdir import save_figure
+
     figure, axes = plt.subplots(1, len(FLAGS.datasets), figsize=(5 * len(FLAGS.datasets), 3.6),
                                 squeeze=False)
     steps = np.arange(FLAGS.steps + 1)
@@ -114,8 +116,7 @@ def plot(results):
         ax.grid(alpha=0.3)
         ax.legend()
     figure.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.plot)), exist_ok=True)
-    figure.savefig(FLAGS.plot, dpi=120)
+    save_figure(figure, FLAGS.plot, dpi=120)
 
 
 if __name__ == "__main__":

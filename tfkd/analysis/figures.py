@@ -4,21 +4,19 @@ Figures are drawn on bare `matplotlib.figure.Figure` objects with the Agg canvas
 through pyplot, so no global backend or figure state is touched and nothing needs closing.
 """
 
-import os
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from tfkd.workdir import save_figure
+
 GRID_COLUMNS = ("teacher", "distilled", "independent")
 
 
 def _save(figure, path):
-    directory = os.path.dirname(os.fspath(path))
-    if directory:
-        os.makedirs(directory, exist_ok=True)
     FigureCanvasAgg(figure)  # attaches itself as the figure's canvas
-    figure.savefig(path, dpi=100, bbox_inches="tight")
+    save_figure(figure, path, dpi=100, bbox_inches="tight")
     return path
 
 

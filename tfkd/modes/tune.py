@@ -31,7 +31,7 @@ from tfkd.data import make_tf_dataset
 from tfkd.distiller import Distiller
 from tfkd.ensemble import Ensemble
 from tfkd.modes import common, train
-from tfkd.workdir import atomic_path, write_text
+from tfkd.workdir import save_figure, write_text
 
 TUNERS = {"random": kt.RandomSearch, "bayesian": kt.BayesianOptimization,
           "hyperband": kt.Hyperband}
@@ -251,5 +251,4 @@ def plot_trials(config, trials, path):
     figure.axes[0].legend()
     figure.suptitle(f"tune: {len(trials)} trials ({config.tuner})")
     figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=110, format="png")
+    save_figure(figure, path, dpi=110)
