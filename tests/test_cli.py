@@ -99,18 +99,21 @@ def test_distill_with_a_hint_layer_on_cached_teachers(tmp_path):
     assert history["hint_loss"][-1] > 0
     assert abs(history["loss"][-1] - loss) < 1e-4 * max(1.0, abs(loss))
     assert os.listdir(os.path.join(workdir, "cache"))  # the teachers' logits were cached
+    # Not given, the hint is the workdir's: the student is reused.
+    again = ok(tfkd("--mode=distill", *common))
+    assert "hint_layer=features" in again.stderr and "(reused)" in again.stderr
     # A student trained with a hint does not stand for one trained without.
-    refused = tfkd("--mode=distill", *common)
+    refused = tfkd("--mode=distill", *common, "--hint_layer=")
     assert refused.returncode == 2 and "hint_layer='features'" in refused.stderr
 
 
 @pytest.mark.parametrize("args,named,accepted", [
-    (["--mode=pretrain"], "pretrain", "pipeline|train|ensemble|distill|self_distill"),
+    (["--mode=pretrain"], "pretrain", "pipeline, train, ensemble, distill, self_distill"),
     (["--dataset=cifar1000"], "cifar1000", "digits, mnist1d"),
     (["--model=vgg99"], "vgg99", "cnn, mlp"),
-    (["--optimizer=lion"], "lion", "adam|adamw|sgd"),
-    (["--num_models=-3"], "-3", ">= 1"),
-    (["--epochs=0"], "0", ">= 1"),
+    (["--optimizer=lion"], "lion", "adam, adamw, sgd"),
+    (["--num_models=-3"], "-3", "whole number in [1, "),
+    (["--epochs=0"], "0", "whole number in [1, "),
     (["--alpha=1.5"], "1.5", "[0, 1]"),
     (["--temperature=0"], "0", "> 0"),
     (["--distillation_loss=cosine"], "cosine", "kl, probability_mse"),

@@ -172,7 +172,7 @@ def test_unusable_training_state_starts_over(tmp_path):
     os.makedirs(workdir / "state", exist_ok=True)
     # A state file for exactly these settings, but damaged.
     record = json.load(open(workdir / "metrics" / "member_0.json"))
-    from tfkd.modes.common import state_key
+    from tfkd.modes.store import state_key
 
     key = state_key(record["settings"])
     (workdir / "state" / f"member_0-{key}.npz").write_bytes(b"PK\x03\x04 damaged")
@@ -192,7 +192,7 @@ def invoke(argv):
         cli.define_flags()
     flags.FLAGS.unparse_flags()
     try:
-        cli.main(cli._parse_flags(["tfkd", *argv]))
+        cli.main(cli.parse_flags(["tfkd", *argv]))
     except SystemExit as e:
         return e.code
     return 0
@@ -234,20 +234,20 @@ def bad_invocations(root):
         ([*base, "stray_argument"], "stray_argument"),
         (["--dataset=cifar1000", *base], "cifar1000"),
         (["--smoke", "--model=vgg99", "--num_models=1", run], "vgg99"),
-        (["--num_models=0", "--smoke", run], "num_models must be a whole number >= 1, got 0"),
+        (["--num_models=0", "--smoke", run], "num_models must be a whole number in [1, 10000], got 0"),
         (["--num_models=-3", "--smoke", run], "-3"),
-        (["--epochs=0", *base], "epochs must be a whole number >= 1, got 0"),
-        (["--batch_size=0", *base], "batch_size must be a whole number >= 1, got 0"),
+        (["--epochs=0", *base], "epochs must be a whole number in [1, 1000000], got 0"),
+        (["--batch_size=0", *base], "batch_size must be a whole number in [1, 2147483647], got 0"),
         (["--self_distill_steps=0", *base], "self_distill_steps"),
         (["--num_cpu_devices=0", *base], "num_cpu_devices"),
         (["--alpha=1.5", *base], "1.5"),
         (["--alpha=-0.1", *base], "-0.1"),
-        (["--temperature=0", *base], "temperature must be > 0, got 0"),
+        (["--temperature=0", *base], "temperature must be a number > 0, got 0.0"),
         (["--temperature=-2", *base], "-2"),
-        (["--learning_rate=0", *base], "learning_rate must be > 0"),
+        (["--learning_rate=0", *base], "learning_rate must be a number > 0"),
         (["--distillation_loss=cosine", *base], "cosine"),
         (["--teacher_average=median", *base], "median"),
-        (["--seed=-1", *base], "seed must be >= 0, got -1"),
+        (["--seed=-1", *base], "seed must be a whole number in [0, 2147383647], got -1"),
         (["--momentum=1.5", *base], "1.5"),
         (["--weight_decay=-1", *base], "-1"),
         (["--lr_schedule=step", *base], "--lr_decay_epochs"),
@@ -270,7 +270,7 @@ def bad_invocations(root):
         ([*distill, f"--teacher_dir={root / 'corrupt_teachers'}"], "member_0.keras"),
         (["--dataset=cifar10", "--data_dir=" + str(root / "no_tfds"), *base], "tfds build"),
         (["--mode=tune", "--tuner=grid", *base], "grid"),
-        (["--mode=tune", "--max_trials=0", *base], "max_trials must be a whole number >= 1"),
+        (["--mode=tune", "--max_trials=0", *base], "max_trials must be a whole number in [1, 100000]"),
         (["--mode=tune", "--tune_params=alpha,beta", *base], "'beta'"),
         (["--mode=tune", "--tune_alpha=0.5,2", *base], "'0.5,2.0'"),
         (["--mode=tune", "--tune_temperature=5,1", *base], "'5.0,1.0'"),

@@ -1,17 +1,24 @@
-"""Config: every setting of a tfkd run, validated once, frozen afterwards."""
+"""Config: the settings schema of a tfkd run, validated once, frozen afterwards.
+
+Every setting is declared once, here, as a `Config` field whose metadata carries its help,
+its group and its accepted values. Everything else is derived from that declaration:
+
+- `tfkd.cli` generates the command-line flags (and `tfkd --help`, grouped by topic);
+- which settings a trained model depends on (its identity, compared before a finished
+  model is reused) follows from the groups (`identity_fields`): a new setting in the data
+  or training group is part of every trained model's identity by construction;
+- which settings a later run on the same workdir takes from the workdir's record when
+  they are not given (`REMEMBERED`).
+
+Choice lists are owned by the modules that implement them (the model registry, the
+augmentations, the tuners, ...); the schema names them as "module:ATTRIBUTE" and resolves
+them only when validating, so that `tfkd --help` does not wait for TensorFlow.
+"""
 
 import dataclasses
+import importlib
+import math
 from typing import Optional
-
-MODES = ("pipeline", "train", "ensemble", "distill", "self_distill", "joint", "tune", "analyze")
-TUNERS = ("random", "bayesian", "hyperband")
-TUNABLE = ("temperature", "alpha", "learning_rate", "hint_weight")
-# What --tune_params searches when not set: the hint weight only exists with --hint_layer.
-DEFAULT_TUNED = ("temperature", "alpha", "learning_rate")
-OPTIMIZERS = ("adam", "adamw", "sgd")
-LR_SCHEDULES = ("constant", "cosine", "step")
-AUGMENTATIONS = ("none", "crop_flip", "jitter")
-CHECKPOINTS = ("last", "best_val")
 
 
 class ConfigError(ValueError):
@@ -23,178 +30,336 @@ class TrainingError(RuntimeError):
     exits with code 1. Finished models stay in the workdir."""
 
 
-def _choice(field, value, accepted):
-    if value not in accepted:
-        raise ConfigError(f"unknown {field} {value!r}; choose one of: {', '.join(accepted)}")
+# Groups in the order `tfkd --help` shows them: (title, scope). The scope says whose
+# identity the group's settings are part of: every trained model's ("trained"), every
+# model trained with teachers ("distilled"), models trained with a hint loss ("hinted"),
+# a tuning search ("search"), or nobody's (None: they change where or how fast a run
+# goes, or what a run does, not what a trained model is).
+GROUPS = {
+    "run": ("What to run and where", None),
+    "data": ("Data", "trained"),
+    "training": ("Training (every model)", "trained"),
+    "distillation": ("Distillation (students of teachers)", "distilled"),
+    "hint": ("FitNets hint loss", "hinted"),
+    "self_distillation": ("Self-distillation chains", None),
+    "tune": ("Hyper-parameter search (--mode=tune)", "search"),
+    "analyze": ("What the student inherits (--mode=analyze)", None),
+    "runtime": ("Devices and run-time", None),
+}
+# Settings a run on an existing workdir takes from the workdir's record when the command
+# line (or a flagfile) does not give them: what the workdir was made with is what a user
+# means. Runtime settings describe this machine and this invocation, not the experiment.
+REMEMBERED_GROUPS = ("data", "training", "distillation", "hint", "self_distillation", "tune",
+                     "analyze")
+
+MAX_SEED = 2**31 - 1  # model seeds derive from it by adding small offsets; Keras takes < 2**32
+
+
+# --- per-value rules: each a function (value) -> None, or the phrase of what is accepted ---
+
+def whole(low=1, high=None):
+    def rule(value):
+        if low <= value and (high is None or value <= high):
+            return None
+        return (f"a whole number >= {low}" if high is None
+                else f"a whole number in [{low}, {high}]")
+    return rule
+
+
+def number(low=None, high=None, *, low_open=False, high_open=False):
+    """A finite number in the interval; open ends exclude the bound."""
+    def rule(value):
+        if not math.isfinite(value):
+            return f"a finite number{_interval(low, high, low_open, high_open)}"
+        if low is not None and (value < low or (low_open and value == low)):
+            return f"a number{_interval(low, high, low_open, high_open)}"
+        if high is not None and (value > high or (high_open and value == high)):
+            return f"a number{_interval(low, high, low_open, high_open)}"
+        return None
+    return rule
+
+
+def _interval(low, high, low_open, high_open):
+    if low is not None and high is not None:
+        return f" in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if low is not None:
+        return f" {'>' if low_open else '>='} {low:g}"
+    if high is not None:
+        return f" {'<' if high_open else '<='} {high:g}"
+    return ""
+
+
+def search_range(low=0.0, high=None):
+    """LOW,HIGH of a searched hyper-parameter: two increasing finite numbers within bounds
+    (low itself excluded: log-scaled ranges cannot start at 0 -- except for alpha)."""
+    def rule(bounds):
+        inside = number(low, high, low_open=high is None)
+        if len(bounds) != 2 or not bounds[0] < bounds[1] or any(map(inside, bounds)):
+            where = f"within [{low:g}, {high:g}]" if high is not None else f"> {low:g}"
+            return f"two increasing finite numbers LOW,HIGH {where}"
+        return None
+    return rule
+
+
+def increasing(low=1):
+    def rule(values):
+        if all(v >= low for v in values) and list(values) == sorted(set(values)):
+            return None
+        return f"increasing whole numbers >= {low}"
+    return rule
+
+
+def val_size_rule(value):
+    if value == 0 or 0 < value < 1 or (1 <= value < 2**53 and float(value).is_integer()):
+        return None
+    return "0 (the dataset's default), a fraction in (0, 1) or a whole number of examples"
+
+
+def setting(default, group, help, *, choices=None, rule=None, item=None, remember=None,
+            identity=True):
+    """A Config field. `choices`: the accepted values, a tuple or "module:ATTRIBUTE" naming
+    the registry that owns them; `rule`: a per-value check (see above); `item`: the element
+    type of a comma-separated list; `remember`: overrides the group's REMEMBERED_GROUPS;
+    `identity=False` leaves a setting of an identity group out of that identity."""
+    if group not in GROUPS:
+        raise ValueError(f"unknown settings group {group!r}")
+    metadata = {"group": group, "help": help, "choices": choices, "rule": rule, "item": item,
+                "remember": group in REMEMBERED_GROUPS if remember is None else remember,
+                "identity": identity}
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    mode: str = "pipeline"
-    workdir: str = "runs/digits"
-    teacher_dir: Optional[str] = None  # where distill/tune/analyze find the teachers; default: workdir
-    dataset: str = "digits"
-    data_dir: Optional[str] = None  # TFDS data; default $TFDS_DATA_DIR or ~/tensorflow_datasets
-    val_size: float = 0.0  # 0: the dataset's default; (0, 1): a fraction; >= 1: examples
-    image_size: int = 0  # TFDS images resized to image_size x image_size; 0: native size
-    augment: str = "none"
-    model: str = "cnn"
-    num_models: int = 5
-    seed: int = 0
-    epochs: int = 30
-    batch_size: int = 64
-    optimizer: str = "adam"
-    learning_rate: float = 3e-3
-    momentum: float = 0.9  # sgd only
-    nesterov: bool = True  # sgd only
-    weight_decay: float = 0.0
-    lr_schedule: str = "constant"
-    lr_decay_epochs: tuple = ()  # step schedule: epochs after which the rate is multiplied
-    lr_decay_factor: float = 0.1  # step schedule: by this
-    warmup_epochs: int = 0
-    checkpoint: str = "last"
-    temperature: float = 4.0
-    alpha: float = 0.1
-    distillation_loss: str = "kl"
-    teacher_average: str = "logits"
-    # FitNets hint: "LAYER" (a layer of that name in the student and in the first teacher)
-    # or "TEACHER_LAYER:STUDENT_LAYER"; "": no hint loss.
-    hint_layer: str = ""
-    hint_weight: float = 1.0
-    self_distill_steps: int = 1
-    # Per-step ground-truth weight of a self-distillation chain: "" (= alpha), one number,
-    # a comma-separated list (one per step), or "optimal" (estimated at every step).
-    self_distill_alpha: str = ""
-    alpha_clip: bool = True  # "optimal": clip the estimate to [0, 1]
-    teacher_cache: bool = True
-    analysis_layer: str = ""  # analyze: Grad-CAM layer; "": the last convolutional layer
-    epsilon: float = 0.03  # analyze: L-infinity budget, as a fraction of the data's range
-    pgd_steps: int = 10
-    analysis_examples: int = 500  # analyze: test examples used
-    tuner: str = "random"
-    max_trials: int = 10
-    tune_params: tuple = DEFAULT_TUNED
-    tune_temperature: tuple = (1.0, 20.0)
-    tune_alpha: tuple = (0.0, 1.0)
-    tune_learning_rate: tuple = (1e-4, 1e-2)
-    tune_hint_weight: tuple = (0.1, 10.0)
-    strategy: str = "auto"
-    num_cpu_devices: int = 1
-    jit_compile: bool = False
-    precision: str = "float32"
-    deterministic: bool = False
-    overwrite: bool = False
-    smoke: bool = False
-    verbose: int = 0
+    # --- run -----------------------------------------------------------------------------
+    mode: str = setting(
+        "pipeline", "run", "What to run. pipeline = train, ensemble, distill, self_distill in "
+        "order, on one workdir.", choices="tfkd.modes:MODES", remember=False)
+    workdir: str = setting(
+        "runs/digits", "run", "Directory for models, metrics, TensorBoard logs and the results "
+        "table. It records what it holds: re-running reuses finished models, and settings not "
+        "given on the command line default to the ones it was made with.", remember=False)
+    teacher_dir: Optional[str] = setting(
+        None, "run", "Where distill, tune and analyze find their teachers: another workdir "
+        "(its members), or a folder of plain .keras models. Default: --workdir.",
+        remember=True)
+    num_models: int = setting(
+        5, "run", "Ensemble members (seeds seed..seed+N-1). Modes that use members default "
+        "to the number the workdir (or --teacher_dir) holds.", rule=whole(1, 10_000),
+        remember=True)
+    seed: int = setting(
+        0, "run", "First seed; every model's seed derives from it (member i: seed+i, the "
+        "distilled student: seed+N).", rule=whole(0, MAX_SEED - 100_000), remember=True)
+    overwrite: bool = setting(
+        False, "run", "Retrain models in --workdir that were trained with other settings "
+        "(without it, such a workdir is refused).", remember=False)
+    smoke: bool = setting(
+        False, "training", "Shrink any recipe to seconds: 1 epoch, <= 2 members and steps, at "
+        "most 4 batches (256 examples) and the smallest network of the model's family; for "
+        "tests.")
+    verbose: int = setting(
+        0, "run", "Keras fit verbosity: 0 = one line per model, 1 = progress bars, 2 = one "
+        "line per epoch.", choices=(0, 1, 2), remember=False)
+
+    # --- data ----------------------------------------------------------------------------
+    dataset: str = setting(
+        "digits", "data", "Dataset: digits, mnist1d or multiview (no download needed), or a "
+        "TensorFlow Datasets image-classification set: cifar10, cifar100, mnist, "
+        "fashion_mnist, svhn_cropped, ...")
+    val_size: float = setting(
+        0.0, "data", "Validation examples carved from the training split: a fraction in "
+        "(0, 1) or a count (5000 gives CIFAR's 45k / 5k). 0: the dataset's default (10% for "
+        "TFDS sets).", rule=val_size_rule)
+    image_size: int = setting(
+        0, "data", "Resize TFDS images to N x N (for sets whose images vary in size). 0: "
+        "native size.", rule=whole(0, 4096))
+    augment: str = setting(
+        "none", "data", "Training-batch augmentation. crop_flip: 4-pixel pad, random crop, "
+        "horizontal flip (the standard CIFAR one); jitter: Ojha et al.'s colour jitter "
+        "(brightness, contrast; saturation, hue in colour). Teachers then run online.",
+        choices="tfkd.data.pipeline:AUGMENTATIONS")
+
+    # --- training ------------------------------------------------------------------------
+    model: str = setting("cnn", "training", "Model architecture.",
+                         choices="tfkd.models:MODELS")
+    epochs: int = setting(30, "training", "Training epochs per model.",
+                          rule=whole(1, 1_000_000))
+    batch_size: int = setting(64, "training", "Global batch size (split over replicas).",
+                              rule=whole(1, 2**31 - 1))
+    optimizer: str = setting(
+        "adam", "training", "Optimiser: adam, adamw (Adam with decoupled weight decay) or sgd "
+        "(with --momentum).", choices="tfkd.optim:OPTIMIZERS")
+    learning_rate: float = setting(3e-3, "training", "(Peak) learning rate.",
+                                   rule=number(0, low_open=True))
+    momentum: float = setting(0.9, "training", "SGD momentum.",
+                              rule=number(0, 1, high_open=True))
+    nesterov: bool = setting(True, "training", "SGD with Nesterov momentum.")
+    weight_decay: float = setting(
+        0.0, "training", "Weight decay. sgd and adam: an L2 penalty whose gradient is "
+        "weight_decay * w on every trainable weight (PyTorch's weight_decay); adamw: "
+        "decoupled decay.", rule=number(0))
+    lr_schedule: str = setting(
+        "constant", "training", "constant; cosine: decay to 0 over the run's epochs; step: "
+        "multiply by --lr_decay_factor after each of --lr_decay_epochs.",
+        choices="tfkd.optim:LR_SCHEDULES")
+    lr_decay_epochs: tuple = setting(
+        (), "training", "Step schedule: comma-separated epochs, e.g. 150,180,210.", item=int,
+        rule=increasing(1))
+    lr_decay_factor: float = setting(0.1, "training",
+                                     "Step schedule: factor applied at each decay epoch.",
+                                     rule=number(0, 1, low_open=True))
+    warmup_epochs: int = setting(
+        0, "training", "Linear warm-up from 0 to --learning_rate over this many epochs, then "
+        "the schedule.", rule=whole(0))
+    checkpoint: str = setting(
+        "last", "training", "Which weights a training run keeps: the last epoch's, or the "
+        "epoch with the lowest validation loss.", choices="tfkd.modes.fit:CHECKPOINTS")
+    precision: str = setting("float32", "training", "Keras dtype policy for every model.",
+                             choices="tfkd.runtime:PRECISIONS")
+
+    # --- distillation --------------------------------------------------------------------
+    temperature: float = setting(
+        4.0, "distillation", "Distillation temperature T > 0 (soft targets "
+        "softmax(logits / T)).", rule=number(0, low_open=True))
+    alpha: float = setting(
+        0.1, "distillation", "Ground-truth weight in [0, 1] when distilling: loss = alpha * "
+        "CE + (1 - alpha) * distillation loss. Members always train with alpha = 1.",
+        rule=number(0, 1))
+    distillation_loss: str = setting(
+        "kl", "distillation", "kl (soft-target KL, T^2-scaled) or probability_mse.",
+        choices="tfkd.losses:DISTILLATION_LOSSES")
+    teacher_average: str = setting("logits", "distillation", "How members are averaged.",
+                                   choices="tfkd.ensemble:AVERAGES")
+    teacher_cache: bool = setting(
+        True, "distillation", "Compute the teachers' logits once, keep them in "
+        "<workdir>/cache (float16) and train students without any teacher forward pass "
+        "(not with --augment: teachers then see every augmented batch).")
+
+    # --- hint ----------------------------------------------------------------------------
+    hint_layer: str = setting(
+        "", "hint", "FitNets hint loss for distill, self_distill and tune: a layer name found "
+        "in the student and the first teacher (e.g. features), or TEACHER_LAYER:STUDENT_LAYER; "
+        "the student's layer is regressed onto the teacher's through a learned 1x1 adapter. "
+        "Empty: no hint.")
+    hint_weight: float = setting(1.0, "hint", "Weight of the hint loss (with --hint_layer).",
+                                 rule=number(0))
+
+    # --- self-distillation ---------------------------------------------------------------
+    self_distill_steps: int = setting(
+        1, "self_distillation", "Generations per self-distillation chain (one chain per "
+        "member).", rule=whole(1, 1000))
+    self_distill_alpha: str = setting(
+        "", "self_distillation", "Ground-truth weight of each self-distillation step: empty "
+        "(use --alpha), a number, a comma-separated list with one value per step, or "
+        "'optimal': before each step, a probe trained with alpha = 0 and the chain's "
+        "ground-truth model give the alpha minimising the squared error of their mixture "
+        "against the validation labels (Borup & Andersen); costs one more fit per step.")
+    alpha_clip: bool = setting(
+        True, "self_distillation", "With --self_distill_alpha=optimal, clip the estimate to "
+        "[0, 1]; --noalpha_clip keeps values outside (the optimum can leave [0, 1] when the "
+        "chain over- or under-regularises).")
+
+    # --- tune ----------------------------------------------------------------------------
+    tuner: str = setting(
+        "random", "tune", "keras-tuner's RandomSearch, BayesianOptimization or Hyperband "
+        "(which sets its own trial count from --epochs).", choices="tfkd.modes.tune:TUNERS")
+    max_trials: int = setting(
+        10, "tune", "Trials to run; more trials later continue the same search.",
+        rule=whole(1, 100_000), identity=False)  # so that more trials continue a search
+    tune_params: tuple = setting(
+        ("temperature", "alpha", "learning_rate"), "tune", "What to search; the rest keep "
+        "their flag values.", item=str, choices="tfkd.modes.tune:SEARCHABLE")
+    tune_temperature: tuple = setting((1.0, 20.0), "tune",
+                                      "LOW,HIGH of the temperature (log scale).", item=float,
+                                      rule=search_range())
+    tune_alpha: tuple = setting((0.0, 1.0), "tune", "LOW,HIGH of alpha, within [0, 1].",
+                                item=float, rule=search_range(0.0, 1.0))
+    tune_learning_rate: tuple = setting((1e-4, 1e-2), "tune",
+                                        "LOW,HIGH of the learning rate (log scale).",
+                                        item=float, rule=search_range())
+    tune_hint_weight: tuple = setting(
+        (0.1, 10.0), "tune", "LOW,HIGH of the hint weight (log scale; searched when "
+        "--tune_params names hint_weight).", item=float, rule=search_range())
+
+    # --- analyze -------------------------------------------------------------------------
+    analysis_layer: str = setting(
+        "", "analyze", "The layer Grad-CAM weighs (default: the last convolutional layer).")
+    epsilon: float = setting(
+        0.03, "analyze", "L-infinity budget of FGSM / PGD, as a fraction of the data's value "
+        "range (0.03 of [0, 1] is about 8/255).", rule=number(0, 1, low_open=True))
+    pgd_steps: int = setting(10, "analyze", "PGD steps.", rule=whole(1, 100_000))
+    analysis_examples: int = setting(500, "analyze", "How many test examples the analysis "
+                                     "uses.", rule=whole(1))
+
+    # --- runtime -------------------------------------------------------------------------
+    data_dir: Optional[str] = setting(
+        None, "runtime", "Where TFDS keeps prepared datasets. Default: $TFDS_DATA_DIR or "
+        "~/tensorflow_datasets.")
+    strategy: str = setting(
+        "auto", "runtime", "auto: MirroredStrategy over all local GPUs when there are several, "
+        "one device otherwise. multi_worker: MultiWorkerMirroredStrategy from TF_CONFIG. "
+        "--batch_size is the global batch, split over replicas.",
+        choices="tfkd.runtime:STRATEGIES")
+    num_cpu_devices: int = setting(
+        1, "runtime", "Split the CPU into this many logical devices (to try "
+        "--strategy=mirrored without GPUs).", rule=whole(1, 256))
+    jit_compile: bool = setting(
+        False, "runtime", "Compile training steps with XLA (turned off, with a warning, where "
+        "TensorFlow cannot: MirroredStrategy over several CPU devices).")
+    deterministic: bool = setting(
+        False, "runtime", "Deterministic TensorFlow kernels: reruns with the same seed give "
+        "identical numbers, even on a busy machine.")
 
     def __post_init__(self):
-        # Deferred imports: the registries import TensorFlow, which --help does not need.
-        from tfkd.data import DATASETS, dataset_names
-        from tfkd.data.tfds_loader import is_tfds_name
-        from tfkd.losses import DISTILLATION_LOSSES
-        from tfkd.ensemble import AVERAGES
-        from tfkd.models import MODELS
-        from tfkd.runtime import PRECISIONS, STRATEGIES
-
         # " " means no hint, as "" does.
         object.__setattr__(self, "hint_layer", self.hint_layer.strip())
-        _choice("mode", self.mode, MODES)
+        for field in dataclasses.fields(self):
+            object.__setattr__(self, field.name, _checked(field, getattr(self, field.name)))
+        self._check_combinations()
+
+    def _check_combinations(self):
+        """The rules that relate two or more settings; each lives here once."""
+        from tfkd.data import DATASETS, dataset_names
+        from tfkd.data.tfds_loader import is_tfds_name
+
         if self.dataset not in DATASETS and not is_tfds_name(self.dataset):
             raise ConfigError(
                 f"unknown dataset {self.dataset!r}; choose one of: {', '.join(dataset_names())}"
                 ", or any other TensorFlow Datasets image-classification set")
-        _choice("augment", self.augment, AUGMENTATIONS)
-        _choice("model", self.model, sorted(MODELS))
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
-        _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        _choice("checkpoint", self.checkpoint, CHECKPOINTS)
-        _choice("distillation_loss", self.distillation_loss, sorted(DISTILLATION_LOSSES))
-        _choice("teacher_average", self.teacher_average, AVERAGES)
-        _choice("strategy", self.strategy, STRATEGIES)
-        _choice("precision", self.precision, PRECISIONS)
-        _choice("tuner", self.tuner, TUNERS)
-        for name in self.tune_params:
-            _choice("tune_params entry", name, TUNABLE)
-        if not self.tune_params:
-            raise ConfigError(f"tune_params must name at least one of: {', '.join(TUNABLE)}")
-        if "hint_weight" in self.tune_params and not self.hint_layer:
-            raise ConfigError("tune_params names hint_weight, but no hint loss is on; add "
-                              "--hint_layer (e.g. --hint_layer=features)")
-        for field, low, high in (("tune_temperature", 0.0, None), ("tune_alpha", 0.0, 1.0),
-                                 ("tune_learning_rate", 0.0, None),
-                                 ("tune_hint_weight", 0.0, None)):
-            bounds = getattr(self, field)
-            text = ",".join(map(str, bounds))
-            if len(bounds) != 2 or not bounds[0] < bounds[1]:
-                raise ConfigError(f"{field} must be two increasing numbers LOW,HIGH, got {text!r}")
-            if bounds[0] < low or (field != "tune_alpha" and bounds[0] <= 0) or (
-                    high is not None and bounds[1] > high):
-                accepted = "within [0, 1]" if high else "> 0"
-                raise ConfigError(f"{field} must be {accepted}, got {text!r}")
-        for field in ("num_models", "epochs", "batch_size", "self_distill_steps",
-                      "num_cpu_devices", "max_trials", "pgd_steps", "analysis_examples"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{field} must be a whole number >= 1, got {value!r}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ConfigError(f"alpha must be in [0, 1] (the ground-truth weight), got {self.alpha!r}")
-        self.step_alphas()  # validates self_distill_alpha
-        if not 0.0 < self.epsilon <= 1.0:
-            raise ConfigError(f"epsilon must be in (0, 1] (a fraction of the data's range), "
-                              f"got {self.epsilon!r}")
-        self.hint()  # validates hint_layer and hint_weight
-        if not self.temperature > 0:
-            raise ConfigError(f"temperature must be > 0, got {self.temperature!r}")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate!r}")
-        if self.seed < 0:
-            raise ConfigError(f"seed must be >= 0, got {self.seed!r}")
-        if not 0.0 <= self.momentum < 1.0:
-            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum!r}")
-        if not self.weight_decay >= 0:
-            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if not 0.0 < self.lr_decay_factor <= 1.0:
-            raise ConfigError(f"lr_decay_factor must be in (0, 1], got {self.lr_decay_factor!r}")
-        epochs = self.lr_decay_epochs
-        if any(isinstance(e, bool) or not isinstance(e, int) or e < 1 for e in epochs) or list(
-                epochs) != sorted(set(epochs)):
-            raise ConfigError(f"lr_decay_epochs must be increasing whole numbers >= 1, got "
-                              f"{','.join(map(str, epochs))!r}")
-        if self.lr_schedule == "step" and not epochs:
-            raise ConfigError("lr_schedule 'step' needs --lr_decay_epochs (e.g. 150,180,210)")
-        if epochs and self.lr_schedule != "step":
-            raise ConfigError(f"lr_decay_epochs={','.join(map(str, epochs))!r} needs "
-                              f"--lr_schedule=step, not {self.lr_schedule!r}")
-        if isinstance(self.warmup_epochs, bool) or not isinstance(self.warmup_epochs, int) or (
-                not 0 <= self.warmup_epochs < self.epochs):
-            raise ConfigError(f"warmup_epochs must be a whole number in [0, epochs={self.epochs}),"
-                              f" got {self.warmup_epochs!r}")
-        if epochs and epochs[0] <= self.warmup_epochs:
-            raise ConfigError(f"lr_decay_epochs={','.join(map(str, epochs))!r} must come after "
-                              f"the {self.warmup_epochs} warm-up epochs")
-        if not (self.val_size == 0 or 0 < self.val_size < 1 or (
-                self.val_size >= 1 and float(self.val_size).is_integer())):
-            raise ConfigError(f"val_size must be 0 (the dataset's default), a fraction in "
-                              f"(0, 1) or a whole number of examples, got {self.val_size!r}")
-        if self.image_size < 0:
-            raise ConfigError(f"image_size must be >= 0 (0: native size), got {self.image_size!r}")
         if self.dataset in DATASETS and (self.data_dir or self.image_size):
             raise ConfigError(f"--data_dir and --image_size apply to TFDS datasets, not to the "
                               f"embedded {self.dataset!r}")
+        if not self.tune_params:
+            raise ConfigError(f"tune_params must name at least one of: "
+                              f"{', '.join(choices_of('tune_params'))}")
+        if "hint_weight" in self.tune_params and not self.hint_layer:
+            raise ConfigError("tune_params names hint_weight, but no hint loss is on; add "
+                              "--hint_layer (e.g. --hint_layer=features)")
+        self.step_alphas()  # validates self_distill_alpha against self_distill_steps
+        self.hint()  # validates hint_layer
+        epochs = self.lr_decay_epochs
+        if self.lr_schedule == "step" and not epochs:
+            raise ConfigError("lr_schedule 'step' needs --lr_decay_epochs (e.g. 150,180,210)")
+        if epochs and self.lr_schedule != "step":
+            raise ConfigError(f"lr_decay_epochs={_text(epochs)!r} needs --lr_schedule=step, "
+                              f"not {self.lr_schedule!r}")
+        if self.warmup_epochs >= self.epochs:
+            raise ConfigError(f"warmup_epochs must be a whole number in [0, epochs="
+                              f"{self.epochs}), got {self.warmup_epochs!r}")
+        if epochs and epochs[0] <= self.warmup_epochs:
+            raise ConfigError(f"lr_decay_epochs={_text(epochs)!r} must come after the "
+                              f"{self.warmup_epochs} warm-up epochs")
         if not self.workdir:
             raise ConfigError("workdir must not be empty")
 
     def hint(self):
         """The FitNets hint as a `tfkd.distiller.Hint`, or None without --hint_layer."""
-        if not 0.0 <= self.hint_weight < float("inf"):
-            raise ConfigError(f"hint_weight must be a finite number >= 0, got {self.hint_weight!r}")
-        text = self.hint_layer.strip()
-        if not text:
+        if not self.hint_layer:
             return None
-        parts = [p.strip() for p in text.split(":")]
+        parts = [p.strip() for p in self.hint_layer.split(":")]
         if len(parts) > 2 or not all(parts):
             raise ConfigError(f"hint_layer must be LAYER or TEACHER_LAYER:STUDENT_LAYER "
-                              f"(layer names, e.g. features), got {text!r}")
+                              f"(layer names, e.g. features), got {self.hint_layer!r}")
         from tfkd.distiller import Hint
 
         return Hint(teacher_layer=parts[0], student_layer=parts[-1], weight=self.hint_weight)
@@ -237,3 +402,89 @@ class Config:
 
     def to_dict(self):
         return dataclasses.asdict(self)
+
+
+# --- the schema, read ------------------------------------------------------------------------
+
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def group_of(name):
+    return FIELDS[name].metadata["group"]
+
+
+def fields_in(*groups):
+    """The names of the settings in `groups`, in declaration order."""
+    return tuple(name for name, f in FIELDS.items() if f.metadata["group"] in groups)
+
+
+def identity_fields(*scopes):
+    """The settings whose values make a thing of `scopes` what it is: "trained" (every
+    trained model), "distilled" (a model trained with teachers), "hinted" (with a hint
+    loss), "search" (what a tuning search adds to its students' identity)."""
+    groups = [group for group, (_, scope) in GROUPS.items() if scope in scopes]
+    return tuple(name for name in fields_in(*groups) if FIELDS[name].metadata["identity"])
+
+
+REMEMBERED = tuple(name for name, f in FIELDS.items() if f.metadata["remember"])
+
+
+def choices_of(name):
+    """The accepted values of setting `name` (None: any value its rule accepts). A
+    registry named "module:ATTRIBUTE" is imported now; a dict's keys are its choices."""
+    choices = FIELDS[name].metadata["choices"]
+    if isinstance(choices, str):
+        module, attribute = choices.split(":")
+        choices = getattr(importlib.import_module(module), attribute)
+    if isinstance(choices, dict):
+        choices = sorted(choices) if name == "model" else tuple(choices)
+    return tuple(choices) if choices is not None else None
+
+
+def _text(values):
+    """A setting's value as a user typed it: a list comma-separated."""
+    return ",".join(map(str, values)) if isinstance(values, (tuple, list)) else str(values)
+
+
+def _kind(field):
+    """The Python type of a setting's values (its elements' for a list)."""
+    if field.metadata["item"] is not None:
+        return field.metadata["item"]
+    default = field.default
+    return str if default is None else type(default)
+
+
+def _checked(field, value):
+    """`value` as the setting's type, or a ConfigError naming the setting, the value and
+    what would be accepted."""
+    name, meta, kind = field.name, field.metadata, _kind(field)
+    if field.default is None and value in (None, ""):
+        return None  # an optional path left empty
+    values = tuple(value) if meta["item"] is not None else (value,)
+    typed = []
+    for v in values:
+        if kind is bool and not isinstance(v, bool):
+            raise ConfigError(f"{name} must be true or false, got {v!r}")
+        if kind is int and (isinstance(v, bool) or not isinstance(v, int)):
+            raise ConfigError(f"{name} must be a whole number, got {v!r}")
+        if kind is float:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ConfigError(f"{name} must be a number, got {v!r}")
+            v = float(v)
+        if kind is str and not isinstance(v, str):
+            raise ConfigError(f"{name} must be text, got {v!r}")
+        typed.append(v)
+    if meta["choices"] is not None:
+        accepted = choices_of(name)
+        for v in typed:
+            if v not in accepted:
+                what = f"{name} entry" if meta["item"] is not None else name
+                raise ConfigError(f"unknown {what} {v!r}; choose one of: "
+                                  f"{', '.join(map(str, accepted))}")
+    value = tuple(typed) if meta["item"] is not None else typed[0]
+    if meta["rule"] is not None:
+        accepted = meta["rule"](value)
+        if accepted:
+            shown = repr(_text(value)) if meta["item"] is not None else repr(value)
+            raise ConfigError(f"{name} must be {accepted}, got {shown}")
+    return value

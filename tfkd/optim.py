@@ -3,9 +3,8 @@
 import keras
 from keras import ops
 
-# The optimiser and schedule settings of a Config that `make_optimizer` reads.
-OPTIMIZER_SETTINGS = ("optimizer", "learning_rate", "momentum", "nesterov", "weight_decay",
-                      "lr_schedule", "lr_decay_epochs", "lr_decay_factor", "warmup_epochs")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+LR_SCHEDULES = ("constant", "cosine", "step")
 
 
 @keras.saving.register_keras_serializable(package="tfkd")

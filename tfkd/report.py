@@ -15,16 +15,19 @@ import io
 import json
 import math
 import os
-import tempfile
+
+from tfkd.workdir import save_figure, write_text
 
 __all__ = ["summarize", "gains", "to_markdown", "to_csv", "plot_results", "write_report"]
 
 KNOWN_KINDS = ("member", "ensemble", "distilled", "self_distilled", "self_distilled_ensemble")
 METRICS = ("val_accuracy", "test_accuracy", "test_nll", "test_ece")
 _ACCURACIES = ("val_accuracy", "test_accuracy")
-_FIELDS = ("name", "kind", "seed", "generation", "teacher", *METRICS)
+# How many examples a row's model was trained on and its metrics measured on.
+SIZES = ("train_examples", "val_examples", "test_examples")
+_FIELDS = ("name", "kind", "seed", "generation", "teacher", *METRICS, *SIZES)
 CSV_COLUMNS = ("name", "kind", "summarizes", "n", "seed", "generation", "teacher",
-               *(c for m in METRICS for c in (m, f"{m}_std")))
+               *(c for m in METRICS for c in (m, f"{m}_std")), *SIZES)
 
 MEMBERS_SUMMARY = "members mean ± std"
 SELF_DISTILLED_SUMMARY = "self-distilled mean ± std (last generation)"
@@ -91,6 +94,9 @@ def _summary_row(name, summarizes, rows):
                "seed": None, "generation": None, "teacher": None}
     for metric in METRICS:
         summary[metric], summary[f"{metric}_std"] = _mean_std(r[metric] for r in rows)
+    for size in SIZES:  # shown only when every summarized row has the same
+        values = {r[size] for r in rows}
+        summary[size] = values.pop() if len(values) == 1 else None
     return summary
 
 
@@ -226,8 +232,8 @@ def _cell(value):
 
 def _markdown(table, title=None):
     lines = [f"## {title}", ""] if title else []
-    lines += ["| model | kind | seed | teacher | val acc (%) | test acc (%) |",
-              "|---|---|---|---|---:|---:|"]
+    lines += ["| model | kind | seed | teacher | val acc (%) | test acc (%) | train / val / test |",
+              "|---|---|---|---|---:|---:|---:|"]
     for r in table:
         if r["kind"] == "summary":
             name, seed = f"**{_cell(r['name'])}**", f"n={r['n']}"
@@ -235,8 +241,9 @@ def _markdown(table, title=None):
         else:
             name, seed = _cell(r["name"]), _cell(r["seed"])
             accuracies = [_percent(r[m]) for m in _ACCURACIES]
+        sizes = " / ".join(_cell(r.get(k)) for k in SIZES)
         lines.append(f"| {name} | {_cell(r['kind'])} | {seed} | {_cell(r['teacher'])} | "
-                     + " | ".join(accuracies) + " |")
+                     + " | ".join(accuracies) + f" | {sizes} |")
     found = _gains(table)
     if found:
         lines.append("")
@@ -373,35 +380,11 @@ def plot_results(rows, path, title=None):
 
     Summary rows carry their std as an error bar; a dashed line marks the members' mean.
     """
-    fig = _figure(summarize(rows), title)
-    _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"),
-                  binary=True)
+    save_figure(_figure(summarize(rows), title), path, dpi=120, bbox_inches="tight")
     return path
 
 
 # ----------------------------------------------------------------------------- files
-
-
-def _atomic_write(path, write, binary=False):
-    """Calls write(file) on a temporary file beside `path`, then renames it over `path`.
-
-    The rename is atomic on one filesystem, so a reader (or a killed run) sees the old file
-    or the new one, never half of one.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        # newline="" keeps the CSV's line endings as written on every platform.
-        text = {} if binary else {"encoding": "utf-8", "newline": ""}
-        with os.fdopen(fd, "wb" if binary else "w", **text) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _jsonable(value):
@@ -427,10 +410,10 @@ def write_report(rows, directory, title=None):
     table = summarize(rows)
     markdown = _markdown(table, title)
     path = lambda ext: os.path.join(directory, f"results.{ext}")  # noqa: E731
-    _atomic_write(path("md"), lambda f: f.write(markdown))
-    _atomic_write(path("csv"), lambda f: f.write(to_csv(rows)))
+    write_text(path("md"), markdown)
+    write_text(path("csv"), to_csv(rows))
     payload = _jsonable({"rows": list(rows), "gains": _gains(table)})
-    _atomic_write(path("json"), lambda f: f.write(
-        json.dumps(payload, indent=2, ensure_ascii=False, allow_nan=False) + "\n"))
+    write_text(path("json"), json.dumps(payload, indent=2, ensure_ascii=False,
+                                        allow_nan=False) + "\n")
     plot_results(rows, path("png"), title)
     return markdown

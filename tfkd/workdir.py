@@ -11,9 +11,9 @@
       cache/                      teachers' logits (see tfkd.cache)
       results.{md,csv,json,png}   the results table and chart
 
-Every file is written atomically (temporary file in the same directory, then
-`os.replace`), so a killed run never leaves a half-written artifact behind, and
-a model whose file exists is finished.
+Every file is written atomically (temporary file in the same directory, flushed to disk,
+then `os.replace`), so a killed run or a lost machine never leaves a half-written artifact
+behind, and a model whose file exists is finished.
 """
 
 import contextlib
@@ -33,6 +33,10 @@ def atomic_path(path):
     os.close(fd)
     try:
         yield tmp
+        # On disk before the rename: after a crash the new name never points at a file
+        # whose blocks were not written yet.
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -40,8 +44,9 @@ def atomic_path(path):
 
 
 def write_text(path, text):
+    # newline="": a CSV's line endings stay as written on every platform.
     with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
             f.write(text)
 
 

@@ -41,17 +41,17 @@ def main(argv):
     from tfkd.config import Config
     from tfkd.data import make_tf_dataset
     from tfkd.ensemble import Ensemble
-    from tfkd.modes import common
+    from tfkd.modes import fit, inputs
     from tfkd.modes.tune import DistillHyperModel, make_tuner
 
     config = Config(mode="tune", epochs=FLAGS.epochs, num_models=FLAGS.num_teachers,
                     max_trials=1)
-    splits = common.load_splits(config)
+    splits = inputs.load_splits(config)
     print("command: python " + " ".join(sys.argv))
     teachers = []
     for seed in range(FLAGS.num_teachers):
         keras.utils.set_random_seed(seed)
-        member = common.new_model(config, splits, seed, f"member_{seed}")
+        member = fit.build_student(config, splits, seed, f"member_{seed}")
         member.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         member.fit(splits.x_train, splits.y_train, epochs=3, batch_size=64, verbose=0)
         teachers.append(member)
@@ -62,7 +62,7 @@ def main(argv):
 
     def plain():
         keras.utils.set_random_seed(seed)
-        student = common.new_model(config, splits, seed, "student")
+        student = fit.build_student(config, splits, seed, "student")
         student.compile(keras.optimizers.Adam(config.learning_rate),
                         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                         metrics=["accuracy"])
@@ -72,8 +72,9 @@ def main(argv):
         student.fit(data, validation_data=val, epochs=config.epochs, verbose=0)
 
     def trial():
-        hypermodel = DistillHyperModel(config, splits, seed=seed, teachers=ensemble,
-                                       train_logits=train_logits, val_logits=val_logits)
+        plan = fit.TeacherPlan(train_logits=train_logits, val_logits=val_logits,
+                               distilled=True)
+        hypermodel = DistillHyperModel(config, splits, seed=seed, plan=plan)
         with tempfile.TemporaryDirectory() as directory:
             tuner = make_tuner(config, hypermodel, directory, "bench")
             tuner.search(verbose=0)

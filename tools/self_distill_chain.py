@@ -16,7 +16,6 @@ when the command is run again.
 
 import dataclasses
 import os
-import shutil
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -41,19 +40,17 @@ def chain(base, dataset, seed, setting):
     from tfkd.modes import self_distill, train
     from tfkd.workdir import Workdir
 
-    config = dataclasses.replace(
-        base, mode="self_distill", dataset=dataset, seed=seed, num_models=1,
-        self_distill_steps=FLAGS.steps, self_distill_alpha=setting,
-        workdir=os.path.join(FLAGS.root, dataset, f"seed{seed}", f"alpha_{setting}"))
     # Every setting's chain starts from the same step-0 model, trained once per seed.
     members = Workdir(os.path.join(FLAGS.root, dataset, f"seed{seed}", "step0")).create()
-    train.run(dataclasses.replace(config, mode="train", workdir=members.root), members)
+    config = dataclasses.replace(
+        base, mode="self_distill", dataset=dataset, seed=seed, num_models=1,
+        self_distill_steps=FLAGS.steps, self_distill_alpha=setting, teacher_dir=members.root,
+        workdir=os.path.join(FLAGS.root, dataset, f"seed{seed}", f"alpha_{setting}"))
+    train.run(dataclasses.replace(config, mode="train", workdir=members.root,
+                                  teacher_dir=None), members)
     workdir = Workdir(config.workdir).create()
-    for part, name in (("models", "member_0.keras"), ("metrics", "member_0.json")):
-        if not os.path.exists(workdir.path(part, name)):
-            shutil.copy(members.path(part, name), workdir.path(part, name))
     self_distill.run(config, workdir)
-    rows = [workdir.read_metrics("member_0")["row"]] + [
+    rows = [members.read_metrics("member_0")["row"]] + [
         workdir.read_metrics(self_distill.chain_name(0, g))["row"]
         for g in range(1, FLAGS.steps + 1)]
     return [r["test_accuracy"] for r in rows], [r["alpha"] for r in rows[1:]]
@@ -66,8 +63,8 @@ def mean_std(values):
 
 def main(argv):
     del argv
-    cli._quiet_logging()
-    base = cli.config_from_flags()
+    cli.setup_logging()
+    base = cli.config_from_flags(remember=False)[0].shrunk()
     print("command: python " + " ".join(sys.argv))
     results = {}
     for dataset in FLAGS.datasets:
@@ -121,4 +118,4 @@ def plot(results):
 
 if __name__ == "__main__":
     cli.define_flags()
-    app.run(main, flags_parser=cli._parse_flags)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -38,18 +38,18 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    from tfkd.ensemble import Ensemble
-    from tfkd.modes import common
+    from tfkd.modes import fit, inputs, store
     from tfkd.workdir import Workdir
 
-    base = cli.config_from_flags()
-    splits = common.load_splits(base)
+    cli.setup_logging()
+    base = cli.config_from_flags(remember=False)[0].shrunk()
+    splits = inputs.load_splits(base)
     teacher_dirs = [Workdir(d) for d in FLAGS.teacher_dirs]
-    loaded = [common.load_members(base, d) for d in teacher_dirs]
-    ensembles = [(Ensemble(members, average=base.teacher_average, name="teachers"), paths)
-                 for members, paths in loaded]
+    ensembles = [inputs.ensemble_teachers(dataclasses.replace(base, teacher_dir=d.root), d)[1]
+                 for d in teacher_dirs]
+    ensembles = [dataclasses.replace(t, name=f"ensemble_{k}") for k, t in enumerate(ensembles)]
     member_test = [d.read_metrics(n)["row"]["test_accuracy"]
-                   for d in teacher_dirs for n in common.member_names(base)]
+                   for d in teacher_dirs for n in store.member_names(base.num_models)]
     print(f"members: test {100 * np.mean(member_test):.2f}% (mean of {len(member_test)})")
     try:
         hint_weights = [float(w) for w in FLAGS.hint_weights]
@@ -69,13 +69,12 @@ def main(argv):
             base, alpha=alpha, temperature=temperature, hint_weight=hint_weight or 1.0,
             hint_layer=base.hint_layer if hint_weight else "")
         val, test = [], []
-        for k, (teachers, paths) in enumerate(ensembles):
+        for k, teachers in enumerate(ensembles):
             for seed in map(int, FLAGS.student_seeds):
-                _, row = common.fit_model(
+                _, row = fit.fit_model(
                     config, workdir, splits,
                     name=f"student_{alpha:g}_{temperature:g}_{hint_weight:g}_{k}_{seed}",
-                    kind="distilled", seed=seed + 10 * k, teachers=teachers,
-                    teacher_name=f"ensemble_{k}", teacher_paths=paths)
+                    kind="distilled", seed=seed + 10 * k, teachers=teachers)
                 val.append(row["val_accuracy"])
                 test.append(row["test_accuracy"])
         print(f"| {alpha:g} | {temperature:g} | {hint_weight:g} | {100 * np.mean(val):.2f} | "
@@ -85,4 +84,4 @@ def main(argv):
 if __name__ == "__main__":
     cli.define_flags()
     flags.mark_flag_as_required("teacher_dirs")
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

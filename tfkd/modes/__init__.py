@@ -1,32 +1,28 @@
-"""Modes: each a function run(config, workdir) -> result rows, all through one Distiller path."""
+"""Modes: each a function run(config, workdir, ...) -> result rows, all through one fit path
+(`tfkd.modes.fit`).
 
-from tfkd.modes import distill, ensemble, joint, pipeline, self_distill, train
+The registry maps a mode's name to its module and is importable without TensorFlow, so the
+settings schema takes its choice list from here (`--mode`) while a mode's module, and
+whatever it imports, loads only when that mode runs.
+"""
 
+import importlib
 
-def _tune(config, workdir, splits=None, progress=None, strategy=None):
-    # Deferred: keras-tuner is imported only by the mode that uses it.
-    from tfkd.modes import tune
-
-    return tune.run(config, workdir, splits, progress, strategy=strategy)
-
-
-def _analyze(config, workdir, splits=None, progress=None):
-    # Deferred, like tune: the analysis modules and matplotlib serve this mode only.
-    from tfkd.modes import analyze
-
-    return analyze.run(config, workdir, splits, progress)
-
+MODES = {
+    "pipeline": "tfkd.modes.pipeline",
+    "train": "tfkd.modes.train",
+    "ensemble": "tfkd.modes.ensemble",
+    "distill": "tfkd.modes.distill",
+    "self_distill": "tfkd.modes.self_distill",
+    "joint": "tfkd.modes.joint",
+    "tune": "tfkd.modes.tune",
+    "analyze": "tfkd.modes.analyze",
+}
 
 # Modes that enter the distribution strategy's scope themselves (see tune.run).
 OWN_STRATEGY_SCOPE = ("tune",)
 
-MODES = {
-    "pipeline": pipeline.run,
-    "train": train.run,
-    "ensemble": ensemble.run,
-    "distill": distill.run,
-    "self_distill": self_distill.run,
-    "joint": joint.run,
-    "tune": _tune,
-    "analyze": _analyze,
-}
+
+def get_mode(name):
+    """The run function of mode `name`."""
+    return importlib.import_module(MODES[name]).run

@@ -30,7 +30,8 @@ from absl import logging
 from tfkd.analysis import adversarial, figures, gradcam, inheritance, invariance
 from tfkd.config import ConfigError
 from tfkd.ensemble import Ensemble
-from tfkd.modes import common
+from tfkd import cache
+from tfkd.modes import fit, inputs, results
 from tfkd.workdir import write_json, write_text
 
 GRADCAM_FIGURE_IMAGES = 6
@@ -41,22 +42,29 @@ def teacher_gradcam(members, teacher, x, layer):
     ensemble's predicted class."""
     if len(members) == 1:
         return gradcam.grad_cam(members[0], x, layer_name=layer)
-    predicted = np.argmax(teacher.predict(x, batch_size=512, verbose=0), axis=-1)
+    predicted = np.argmax(cache.predict_logits(teacher, x), axis=-1)
     return np.mean([gradcam.grad_cam(m, x, layer_name=layer, class_index=predicted)
                     for m in members], axis=0)
 
 
 def run(config, workdir, splits=None, progress=None):
-    splits = splits or common.load_splits(config)
-    teacher_dir = common.teacher_workdir(config, workdir)
-    members, _ = common.load_members(config, teacher_dir)
+    splits = splits or inputs.load_splits(config)
+    members, _ = inputs.load_members(config, workdir)
     if not workdir.has_model("distilled"):
         raise ConfigError(f"no distilled student in {workdir.root}; run --mode=distill (or "
                           "--mode=pipeline) with this --workdir first")
     distilled = workdir.load_model("distilled")
-    independent, _ = common.fit_model(config, workdir, splits, name="independent",
-                                      kind="independent", seed=config.seed + config.num_models,
-                                      progress=progress or common.Progress(1))
+    if config.analysis_layer:
+        # Before the independent student trains: a wrong name must not cost a fit.
+        for role, model in (("teacher", members[0]), ("distilled student", distilled)):
+            names = [layer.name for layer in model.layers]
+            if config.analysis_layer not in names:
+                raise ConfigError(f"analysis_layer: the {role} has no layer "
+                                  f"{config.analysis_layer!r}; its layers are: "
+                                  f"{', '.join(names[-30:])}")
+    independent, _ = fit.fit_model(config, workdir, splits, name="independent",
+                                   kind="independent", seed=config.seed + config.num_models,
+                                   progress=progress or results.Progress(1))
     teacher = members[0] if len(members) == 1 else Ensemble(
         members, average=config.teacher_average, name="teachers")
     students = {"distilled": distilled, "independent": independent}
@@ -64,7 +72,7 @@ def run(config, workdir, splits=None, progress=None):
     n = min(config.analysis_examples, len(splits.x_test))
     x, y = splits.x_test[:n], splits.y_test[:n]
     low, high = float(splits.x_train.min()), float(splits.x_train.max())
-    logits = {name: m.predict(x, batch_size=512, verbose=0)
+    logits = {name: cache.predict_logits(m, x)
               for name, m in {"teacher": teacher, **students}.items()}
     result = {"examples": n, "teacher": "ensemble of %d" % len(members)
               if len(members) > 1 else members[0].name}

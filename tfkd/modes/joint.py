@@ -7,20 +7,18 @@ results table next to the members and their ensemble.
 """
 
 from tfkd.models.joint import build_joint
-from tfkd.modes import common
+from tfkd.modes import fit, inputs, results
 
 
 def run(config, workdir, splits=None, progress=None):
-    splits = splits or common.load_splits(config)
+    splits = splits or inputs.load_splits(config)
 
     def build(config, splits, seed, name):
-        model, kwargs = config.model, {}
-        if config.smoke and config.model in common.SMOKE_MODELS:
-            model, kwargs = common.SMOKE_MODELS[config.model]
+        model, kwargs = fit.architecture(config)
         return build_joint(model, splits.input_shape, splits.num_classes,
                            k=config.num_models, seed=seed, model_name=name, **kwargs)
 
-    _, row = common.fit_model(config, workdir, splits, name="joint", kind="joint",
-                              seed=config.seed, progress=progress or common.Progress(1),
-                              build=build, extra_settings={"joint_k": config.num_models})
+    _, row = fit.fit_model(config, workdir, splits, name="joint", kind="joint",
+                           seed=config.seed, progress=progress or results.Progress(1),
+                           build=build, extra_settings={"joint_k": config.num_models})
     return [row]

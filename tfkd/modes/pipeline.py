@@ -1,12 +1,12 @@
 """pipeline: train, ensemble, distill, self_distill, in order, on one workdir."""
 
-from tfkd.modes import common, distill, ensemble, self_distill, train
+from tfkd.modes import distill, ensemble, inputs, results, self_distill, train
 
 
 def run(config, workdir, splits=None, progress=None):
-    splits = splits or common.load_splits(config)
+    splits = splits or inputs.load_splits(config)
     # Members, the distilled student, and every self-distillation fit.
-    progress = progress or common.Progress(
+    progress = progress or results.Progress(
         config.num_models + 1 + self_distill.num_fits(config))
     rows = []
     for stage in (train, ensemble, distill, self_distill):

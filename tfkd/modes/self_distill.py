@@ -4,7 +4,8 @@ Chain i starts from member_i (seed s+i, trained on the labels alone: step 0); st
 has seed s+100*g+i, so every student has a seed of its own, and is taught by step g-1's
 weights (the last epoch's, or the best on validation with --checkpoint=best_val). The
 last steps of all chains are also averaged (the replication note's "ensemble of
-self-distilled students"). Members missing from the workdir are trained first.
+self-distilled students"). The chains start from the members the workdir (or --teacher_dir)
+holds; members missing from the workdir are trained first.
 
 Each step's ground-truth weight alpha_g comes from --self_distill_alpha: --alpha for every
 step, one number, one per step, or "optimal" (Borup & Andersen's estimate): a probe
@@ -17,7 +18,8 @@ Every alpha_g is recorded in the step's result row and in self_distill_alphas.js
 import numpy as np
 from absl import logging
 
-from tfkd.modes import common, train
+from tfkd import cache, metrics
+from tfkd.modes import fit, inputs, results, store, train
 from tfkd.theory import optimal_alpha
 from tfkd.workdir import write_json
 
@@ -33,10 +35,7 @@ def probe_name(member, generation):
 
 
 def validation_probabilities(model, splits):
-    logits = model.predict(splits.x_val, batch_size=512, verbose=0).astype(np.float64)
-    logits -= logits.max(axis=1, keepdims=True)
-    probabilities = np.exp(logits)
-    return probabilities / probabilities.sum(axis=1, keepdims=True)
+    return metrics.softmax(cache.predict_logits(model, splits.x_val).astype(np.float64))
 
 
 def num_fits(config):
@@ -47,45 +46,46 @@ def num_fits(config):
 
 
 def run(config, workdir, splits=None, progress=None):
-    splits = splits or common.load_splits(config)
-    missing = [n for n in common.member_names(config) if not workdir.has_model(n)]
+    splits = splits or inputs.load_splits(config)
+    missing = train.missing_members(config, workdir)
     alphas = config.step_alphas()
-    progress = progress or common.Progress(
+    progress = progress or results.Progress(
         (config.num_models if missing else 0) + num_fits(config))
-    rows = train.run(config, workdir, splits, progress) if missing else []
-    members, paths = common.load_members(config, workdir)
+    rows = train.ensure_members(config, workdir, splits, progress)
+    members, paths = inputs.load_members(config, workdir)
     one_hot = np.eye(splits.num_classes)[splits.y_val]
     last_generation, chosen = [], {}
-    for i, (teacher, teacher_path) in enumerate(zip(members, paths)):
-        teacher_name = common.member_names(config)[i]
+    for i, (member, member_path) in enumerate(zip(members, paths)):
+        teachers = fit.Teachers(member, store.member_names(config.num_models)[i],
+                                (member_path,))
         ground_truth_predictions = None
         for g, alpha in enumerate(alphas, start=1):
             seed = config.seed + 100 * g + i
-            step = dict(kind="self_distilled", seed=seed, teachers=teacher,
-                        teacher_name=teacher_name, teacher_paths=[teacher_path],
-                        generation=g, progress=progress)
+            step = dict(kind="self_distilled", seed=seed, teachers=teachers, generation=g,
+                        progress=progress)
             if alpha == "optimal":
                 if ground_truth_predictions is None:
-                    ground_truth_predictions = validation_probabilities(members[i], splits)
+                    ground_truth_predictions = validation_probabilities(member, splits)
                 # Same seed as the step itself: the probe is the step's own alpha = 0 run.
-                probe, _ = common.fit_model(config, workdir, splits, name=probe_name(i, g),
-                                            **{**step, "kind": PROBE_KIND}, alpha=0.0)
+                probe, _ = fit.fit_model(config, workdir, splits, name=probe_name(i, g),
+                                         **{**step, "kind": PROBE_KIND}, alpha=0.0)
                 alpha = optimal_alpha(ground_truth_predictions.ravel(),
                                       validation_probabilities(probe, splits).ravel(),
                                       one_hot.ravel(), clip=config.alpha_clip)
                 logging.info("%s: estimated alpha %.4f", chain_name(i, g), alpha)
-            teacher, row = common.fit_model(config, workdir, splits, name=chain_name(i, g),
-                                            alpha=float(alpha), **step)
+            student, row = fit.fit_model(config, workdir, splits, name=chain_name(i, g),
+                                         alpha=float(alpha), **step)
             rows.append(row)
             chosen.setdefault(f"chain_{i}", []).append(float(alpha))
-            teacher_name, teacher_path = chain_name(i, g), workdir.model_path(chain_name(i, g))
-        last_generation.append(teacher)
+            teachers = fit.Teachers(student, chain_name(i, g),
+                                    (workdir.model_path(chain_name(i, g)),))
+        last_generation.append(teachers.model)
     if workdir.writable:
         write_json(workdir.path("self_distill_alphas.json"),
                    {"self_distill_alpha": config.self_distill_alpha or str(config.alpha),
                     "clipped": config.alpha_clip, "alphas": chosen})
     if len(last_generation) > 1:
-        _, row = common.ensemble_row(config, workdir, splits, last_generation,
+        _, row = results.ensemble_row(config, workdir, splits, last_generation,
                                      name="self_distilled_ensemble",
                                      kind="self_distilled_ensemble")
         rows.append(row)

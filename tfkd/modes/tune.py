@@ -16,95 +16,60 @@ augmented batch and run online; with a hint loss the first teacher runs for its 
 import csv
 import dataclasses
 import io
-import json
 import os
 
-import keras
 import keras_tuner as kt
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfkd import optim, runtime
-from tfkd.config import ConfigError
-from tfkd.data import make_tf_dataset
-from tfkd.distiller import Distiller
-from tfkd.ensemble import Ensemble
-from tfkd.modes import common, train
+from tfkd.config import ConfigError, identity_fields
+from tfkd.modes import fit, inputs, store, train
 from tfkd.workdir import save_figure, write_text
 
 TUNERS = {"random": kt.RandomSearch, "bayesian": kt.BayesianOptimization,
           "hyperband": kt.Hyperband}
+# What --tune_params may search, and the scale of each; the range of `name` is the
+# setting tune_<name>.
+SEARCHABLE = {"temperature": "log", "alpha": "linear", "learning_rate": "log",
+              "hint_weight": "log"}
 OBJECTIVE = "val_accuracy"
 
 
-def search_space(hp, config):
-    """The trial's distillation settings: searched ones drawn from `hp`, others from config."""
-    values = {"temperature": config.temperature, "alpha": config.alpha,
-              "learning_rate": config.learning_rate, "hint_weight": config.hint_weight}
-    if "temperature" in config.tune_params:
-        values["temperature"] = hp.Float("temperature", *config.tune_temperature,
-                                         sampling="log")
-    if "alpha" in config.tune_params:
-        values["alpha"] = hp.Float("alpha", *config.tune_alpha)
-    if "learning_rate" in config.tune_params:
-        values["learning_rate"] = hp.Float("learning_rate", *config.tune_learning_rate,
-                                           sampling="log")
-    if "hint_weight" in config.tune_params:
-        values["hint_weight"] = hp.Float("hint_weight", *config.tune_hint_weight,
-                                         sampling="log")
-    return values
+def trial_config(hp, config):
+    """The config of one trial: the searched settings drawn from `hp`, the others as given."""
+    return dataclasses.replace(config, **{
+        name: hp.Float(name, *getattr(config, f"tune_{name}"), sampling=SEARCHABLE[name])
+        for name in config.tune_params})
 
 
 class DistillHyperModel(kt.HyperModel):
-    """Builds and fits the `distill` student for one trial's hyper-parameters.
+    """Builds and fits the `distill` student for one trial's hyper-parameters, through the
+    same fit path as `distill` (`tfkd.modes.fit`); `plan` says how it meets its teachers."""
 
-    `train_logits` / `val_logits`: the teachers' cached logits (then `teachers` is unused
-    in training), or None to run `teachers` online.
-    """
-
-    def __init__(self, config, splits, *, seed, teachers, train_logits=None, val_logits=None):
+    def __init__(self, config, splits, *, seed, plan):
         super().__init__(name="distill")
-        self.config, self.splits, self.seed = config, splits, seed
-        self.teachers = teachers
-        self.train_logits, self.val_logits = train_logits, val_logits
-        self.steps_per_epoch = -(-len(splits.x_train) // config.batch_size)
+        self.config, self.splits, self.seed, self.plan = config, splits, seed, plan
 
     def build(self, hp):
-        values = search_space(hp, self.config)
-        keras.utils.set_random_seed(self.seed)
-        student = common.new_model(self.config, self.splits, self.seed, "student")
-        optim.add_weight_decay(student, self.config.weight_decay, self.config.optimizer)
-        hint = self.config.hint()
-        if hint is not None:
-            hint = dataclasses.replace(hint, weight=values["hint_weight"])
-        # Cached logits replace the teachers, except the first one's features for a hint.
-        online = self.teachers if self.train_logits is None or hint else None
-        distiller = Distiller(student, online, alpha=values["alpha"],
-                              temperature=values["temperature"],
-                              distillation_loss=self.config.distillation_loss, seed=self.seed,
-                              hint=hint)
+        config = trial_config(hp, self.config)
+        student = fit.build_student(config, self.splits, self.seed, "student")
+        distiller = fit.make_distiller(config, self.splits, student, self.plan,
+                                       alpha=config.alpha, seed=self.seed)
         # keras-tuner saves each trial's best epoch with save_weights, which wants a built
         # model; a Distiller trained through its own train_step is never built by fit.
         distiller.build((None,) + tuple(self.splits.input_shape))
-        trial_config = dataclasses.replace(self.config, learning_rate=values["learning_rate"])
-        distiller.compile(optimizer=optim.make_optimizer(trial_config, self.steps_per_epoch),
-                          jit_compile=runtime.resolve_jit_compile(
-                              self.config.jit_compile, tf.distribute.get_strategy()))
         return distiller
 
     def fit(self, hp, model, *args, epochs=None, initial_epoch=0, callbacks=None, **kwargs):
         # Hyperband continues a trial from an earlier one's weights: initial_epoch > 0.
         epochs = epochs or self.config.epochs
-        splits = self.splits
-        train_data = make_tf_dataset(
-            splits.x_train, splits.y_train, batch_size=self.config.batch_size, shuffle=True,
-            seed=self.seed, teacher_logits=self.train_logits, augment=self.config.augment,
-            epochs=epochs, initial_epoch=initial_epoch)
-        val_data = make_tf_dataset(splits.x_val, splits.y_val, batch_size=512,
-                                   teacher_logits=self.val_logits)
+        train_data, val_data = fit.make_datasets(self.config, self.splits, self.seed,
+                                                 self.plan, epochs=epochs,
+                                                 initial_epoch=initial_epoch)
         return model.fit(train_data, validation_data=val_data, epochs=epochs,
-                         initial_epoch=initial_epoch, steps_per_epoch=self.steps_per_epoch,
+                         initial_epoch=initial_epoch,
+                         steps_per_epoch=fit.steps_per_epoch(self.config, self.splits),
                          shuffle=False, callbacks=callbacks, verbose=self.config.verbose)
 
 
@@ -119,40 +84,26 @@ def make_tuner(config, hypermodel, directory, project_name, strategy=None):
     return TUNERS[config.tuner](max_trials=config.max_trials, **common_args)
 
 
-# What makes a search another search; --max_trials is not among them, so a re-run with
-# more trials continues the same search.
-TUNE_SETTINGS = ("tuner", "tune_params", "tune_temperature", "tune_alpha",
-                 "tune_learning_rate")
-
-
 def run(config, workdir, splits=None, progress=None, strategy=None):
     """The search. `strategy`: the distribution strategy every trial builds and trains
     under. NOTE: keras-tuner clears the Keras session before each trial, which drops any
     strategy scope entered around the search, so it must enter the scope itself per trial;
     the command therefore calls this mode outside its usual `strategy.scope()`."""
-    splits = splits or common.load_splits(config)
+    splits = splits or inputs.load_splits(config)
     strategy = strategy or tf.distribute.get_strategy()
-    teacher_dir = common.teacher_workdir(config, workdir)
-    if not config.teacher_dir and any(not workdir.has_model(n)
-                                      for n in common.member_names(config)):
+    if train.missing_members(config, workdir):
         with strategy.scope():
             train.run(config, workdir, splits)
-    members, paths = common.load_members(config, teacher_dir)
-    teachers = Ensemble(members, average=config.teacher_average, name="teachers")
-    train_logits = val_logits = None
-    if config.teacher_cache and config.augment == "none":
-        train_logits, val_logits = common.teacher_logits(config, workdir, splits, teachers,
-                                                         "ensemble", paths)
+    _, teachers = inputs.ensemble_teachers(config, workdir)
+    plan = fit.plan_teachers(config, workdir, splits, teachers)
     seed = config.seed + config.num_models  # the distilled student's seed
-    hypermodel = DistillHyperModel(config, splits, seed=seed, teachers=teachers,
-                                   train_logits=train_logits, val_logits=val_logits)
-    # A project per search: other ranges, tuner or training settings start a new one
+    hypermodel = DistillHyperModel(config, splits, seed=seed, plan=plan)
+    # A project per search: other ranges, tuner or student settings start a new one
     # rather than continuing a search they do not belong to.
-    settings = common.model_settings(config, seed, "ensemble", paths, True)
-    settings.update({k: getattr(config, k) for k in TUNE_SETTINGS})
-    if "hint_weight" in config.tune_params:
-        settings["tune_hint_weight"] = config.tune_hint_weight
-    project = f"search-{common.state_key(json.loads(json.dumps(settings)))}"
+    settings = store.model_identity(config, seed=seed, teachers=teachers, alpha=config.alpha,
+                                    extra={f: getattr(config, f)
+                                           for f in identity_fields("search")})
+    project = f"search-{store.state_key(settings)}"
     directory = workdir.tune_path()
     default = strategy is tf.distribute.get_strategy()  # called outside any scope
     tuner = make_tuner(config, hypermodel, directory, project, None if default else strategy)
@@ -165,7 +116,7 @@ def run(config, workdir, splits=None, progress=None, strategy=None):
     if not trials:
         raise ConfigError("tune: no trial finished; see the messages above")
     if workdir.writable:
-        write_results(config, trials, directory, teacher_dir)
+        write_results(config, trials, directory, inputs.teacher_dir(config, workdir))
     best = trials[0]
     logging.info("tune: best of %d trials: %s = %.4f with %s", len(trials), OBJECTIVE,
                  best[OBJECTIVE], ", ".join(f"{k}={best[k]:.4g}" for k in config.tune_params))
@@ -184,17 +135,17 @@ def trial_rows(tuner):
 
 
 def best_flagfile(config, best, teacher_dir):
-    """A flagfile for --mode=distill with the best trial's values and the search's settings."""
-    fields = (common.TRAINING_SETTINGS + common.DISTILLATION_SETTINGS
-              + ("num_models", "seed", "teacher_cache")
-              + (common.HINT_SETTINGS if config.hint_layer else ()))
+    """A flagfile for --mode=distill with the best trial's values and the search's settings:
+    every setting of the student's identity, and the members and seeds it was taught by."""
+    scopes = ("trained", "distilled", *(("hinted",) if config.hint_layer else ()))
+    fields = ("num_models", "seed") + identity_fields(*scopes)
     values = {f: getattr(config, f) for f in fields if f != "smoke"}
     values.update({k: best[k] for k in config.tune_params})
     lines = [f"# The best trial of a `tfkd --mode=tune` search: {OBJECTIVE} "
              f"{best[OBJECTIVE]:.4f} (trial {best['trial']}).",
              "#",
              "#   tfkd --flagfile=<this file> --workdir=<a new workdir>",
-             "--mode=distill", f"--teacher_dir={teacher_dir.root}"]
+             "--mode=distill", f"--teacher_dir={teacher_dir}"]
     for name, value in values.items():
         if value is None or value == ():
             continue
@@ -243,7 +194,7 @@ def plot_trials(config, trials, path):
         ax.scatter([t[name] for t in trials], scores, c=scores, cmap="viridis")
         ax.scatter([trials[0][name]], [scores[0]], marker="*", s=200, color="red",
                    label="best")
-        if name in ("temperature", "learning_rate", "hint_weight"):
+        if SEARCHABLE[name] == "log":
             ax.set_xscale("log")
         ax.set_xlabel(name)
         ax.set_ylabel("validation accuracy (%)")

@@ -1,0 +1,76 @@
+"""What a mode starts from: the data splits (with --smoke and the checks that need the
+data), and the members that teach (from the workdir or --teacher_dir)."""
+
+import dataclasses
+import os
+
+from tfkd.config import ConfigError
+from tfkd.data import DatasetError, load_dataset
+from tfkd.ensemble import Ensemble
+from tfkd.modes import fit, store
+
+SMOKE_EXAMPLES = 256
+
+
+def load_splits(config):
+    try:
+        splits = load_dataset(config.dataset, val_size=config.val_size or None,
+                              data_dir=config.data_dir, image_size=config.image_size or None)
+    except DatasetError as e:
+        raise ConfigError(str(e)) from None
+    if config.augment != "none" and len(splits.input_shape) != 3:
+        raise ConfigError(f"--augment={config.augment} needs images; {config.dataset} inputs "
+                          f"have shape {splits.input_shape}")
+    if config.smoke:
+        # A few batches: at most 4 steps per epoch.
+        n = min(SMOKE_EXAMPLES, 4 * config.batch_size)
+        splits = dataclasses.replace(
+            splits, x_train=splits.x_train[:n], y_train=splits.y_train[:n],
+            x_val=splits.x_val[:n // 2], y_val=splits.y_val[:n // 2],
+            x_test=splits.x_test[:n // 2], y_test=splits.y_test[:n // 2])
+    if config.hint_layer:
+        # Checked before any training, not when the first student is reached.
+        check_hint_layers(config, splits)
+    return splits
+
+
+def check_hint_layers(config, splits):
+    """A ConfigError unless the student architecture has the --hint_layer layer(s).
+
+    The teacher's layer is checked here only when the teachers are of the student's
+    architecture (no --teacher_dir); teachers from elsewhere may be another network, and
+    the Distiller checks them once they are loaded.
+    """
+    hint = config.hint()
+    model = fit.build_student(config, splits, 0, "hint_check")
+    names = [layer.name for layer in model.layers]
+    roles = [("student", hint.student_layer)]
+    if not config.teacher_dir:
+        roles.insert(0, ("teacher", hint.teacher_layer))
+    for role, layer in roles:
+        if layer not in names:
+            shown = ", ".join(names if len(names) <= 30 else names[-30:])
+            raise ConfigError(
+                f"hint_layer: {config.model} has no layer {layer!r} (the {role}'s hint layer); "
+                f"its {'' if len(names) <= 30 else 'last 30 '}layers are: {shown}")
+
+
+def teacher_dir(config, workdir):
+    """Where the members that teach live: --teacher_dir, or else the run's own workdir."""
+    return os.path.abspath(config.teacher_dir) if config.teacher_dir else workdir.root
+
+
+def load_members(config, workdir):
+    """The members that teach this run, as they are: (models, their files)."""
+    directory = teacher_dir(config, workdir)
+    how = (f"run --mode=train --workdir={directory} first, or --mode=pipeline"
+           if directory == workdir.root or os.path.isdir(os.path.join(directory, "models"))
+           else "add .keras models to the folder, or lower --num_models")
+    return store.load_members(config, directory, how_to_train=how)
+
+
+def ensemble_teachers(config, workdir):
+    """The members' ensemble as the `Teachers` of a student: (members, teachers)."""
+    members, paths = load_members(config, workdir)
+    ensemble = Ensemble(members, average=config.teacher_average, name="teachers")
+    return members, fit.Teachers(ensemble, "ensemble", tuple(paths))

@@ -1,0 +1,201 @@
+"""The store: what a workdir holds, and when a finished model may stand for the one a run
+would train.
+
+A finished model is `models/<name>.keras` with `metrics/<name>.json` beside it. The record
+holds the model's result row, training history, role (member, distilled, ...) and its
+identity: the values of every setting that makes it what it is (derived from the settings
+schema's groups, `tfkd.config.identity_fields`), its seed and, for a student, the content
+hash of its teachers' files.
+
+Two uses, two rules:
+- a model the run would *train* is reused only when its identity matches the run's; a
+  mismatch is refused with the first differing setting (or retrained with --overwrite);
+- models the run *consumes* (the members that teach, from the workdir or --teacher_dir)
+  are taken as they are, whatever settings they were trained with; what consumes them
+  records their content hash, so a changed teacher makes its students stale.
+"""
+
+import json
+import os
+import re
+
+from absl import logging
+
+from tfkd import cache
+from tfkd.config import ConfigError, fields_in, identity_fields
+
+MEMBER = re.compile(r"member_(\d+)\.keras$")
+
+
+def member_names(num_models):
+    return [f"member_{i}" for i in range(num_models)]
+
+
+def model_identity(config, *, seed, teachers=None, alpha=None, extra=None):
+    """The settings a model trained by this run would have (as they read back from JSON)."""
+    scopes = ("trained",) if teachers is None else (
+        "trained", "distilled", *(("hinted",) if config.hint_layer else ()))
+    # The model's own seed and teachers first: when they differ, that is the news.
+    settings = {"seed": seed}
+    if teachers is not None:
+        settings["teachers"] = teachers.identity
+        settings["alpha"] = float(alpha)
+    settings.update({name: getattr(config, name) for name in identity_fields(*scopes)})
+    settings.update(extra or {})
+    return json.loads(json.dumps(settings))
+
+
+def state_key(settings):
+    """A short hash of a model's identity: a training state saved under other settings is
+    never resumed."""
+    return cache.fingerprint((), json.dumps(settings, sort_keys=True))
+
+
+def find_finished(config, workdir, name, settings, teachers=None):
+    """(model, row) of `name` if the workdir holds it finished with `settings`, else None.
+
+    A finished model trained with other settings is a ConfigError (unless --overwrite);
+    an unreadable model or metrics file is reported and the model trained again, and so
+    is every student of a teacher trained again in this run.
+    """
+    if not workdir.has_model(name):
+        return None
+    try:
+        record = workdir.read_metrics(name)
+        row = record["row"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return _redo(workdir, name, workdir.metrics_path(name), e)
+    retrained = [p for p in (teachers.paths if teachers else ()) if p in workdir.trained]
+    if retrained and record.get("settings", {}).get("teachers") != settings.get("teachers"):
+        logging.info("%s: training it again, its teacher %s was trained again in this run",
+                     name, os.path.basename(retrained[0]))
+        return None
+    if not reusable(config, workdir, name, settings, record):
+        return None
+    try:
+        return workdir.load_model(name), row
+    except Exception as e:  # noqa: BLE001 -- Keras raises many kinds for a damaged file
+        return _redo(workdir, name, workdir.model_path(name), e)
+
+
+def _redo(workdir, name, path, error):
+    logging.warning("%s: %s is unreadable (%s); training it again", name, path,
+                    describe(error))
+    workdir.remove_model(name)
+    return None
+
+
+def describe(error):
+    """An exception as one short line: its type and the first line of its message."""
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0][:200]}" if text else type(
+        error).__name__
+
+
+def reusable(config, workdir, name, settings, record):
+    """True if the finished model `name` was trained with `settings`; with --overwrite a
+    mismatch means retrain, without it a ConfigError naming the first difference."""
+    stored = record.get("settings", {})
+    # Both ways: a model trained with a hint does not stand for one trained without.
+    changed = [k for k in dict.fromkeys([*settings, *stored]) if stored.get(k) != settings.get(k)]
+    if not changed:
+        return True
+    if config.overwrite:
+        logging.info("%s: retraining (%s changed; --overwrite)", name, ", ".join(changed))
+        return False
+    field = changed[0]
+    raise ConfigError(
+        f"{workdir.root} already holds {name} trained with {field}={stored.get(field)!r}, "
+        f"but this run asks for {field}={settings.get(field)!r}; use another --workdir, or "
+        "--overwrite to retrain what differs")
+
+
+# --- members: the models a run consumes as teachers ------------------------------------------
+
+def held_members(directory):
+    """The member model files `directory` holds, in order: a workdir's models/member_<i>.keras
+    (by i), or else every .keras file of a plain folder (by name)."""
+    models = os.path.join(directory, "models")
+    if os.path.isdir(models):
+        found = sorted((int(m.group(1)), f) for f in os.listdir(models)
+                       if (m := MEMBER.match(f)))
+        return [os.path.join(models, f) for _, f in found]
+    if os.path.isdir(directory):
+        return [os.path.join(directory, f) for f in sorted(os.listdir(directory))
+                if f.endswith(".keras") and not f.startswith(".")]
+    return []
+
+
+def count_members(directory):
+    """How many members `directory` holds, counted as `load_members` would take them."""
+    paths = held_members(directory)
+    if os.path.isdir(os.path.join(directory, "models")):
+        # A workdir's members are member_0..member_{k-1}: a gap ends them.
+        indices = [int(MEMBER.search(p).group(1)) for p in paths]
+        return next((i for i, j in enumerate(indices) if i != j), len(indices))
+    return len(paths)
+
+
+def load_members(config, directory, *, how_to_train):
+    """The first --num_models members `directory` holds, loaded as they are: (models, paths).
+
+    A ConfigError says what is missing and `how_to_train` them; an unreadable file is named.
+    """
+    import keras  # deferred: listing members needs no TensorFlow
+
+    if not os.path.isdir(directory):
+        raise ConfigError(f"no teachers: {directory} is not a directory; pass a workdir with "
+                          "trained members, or a folder of .keras models")
+    paths = held_members(directory)
+    workdir_layout = os.path.isdir(os.path.join(directory, "models"))
+    if workdir_layout:
+        expected = [os.path.join(directory, "models", f"{n}.keras")
+                    for n in member_names(config.num_models)]
+        missing = [p for p in expected if p not in paths]
+    else:
+        expected = paths[:config.num_models]
+        missing = [None] * (config.num_models - len(expected))
+    if missing:
+        first = (f"no trained teacher {os.path.basename(missing[0])[:-len('.keras')]!r}"
+                 if missing[0] else f"only {len(paths)} .keras teacher models")
+        raise ConfigError(
+            f"{first} in {directory} ({len(missing)} of {config.num_models} members missing "
+            f"for --num_models={config.num_models}); {how_to_train}")
+    models = []
+    for i, path in enumerate(expected):
+        try:
+            model = keras.saving.load_model(path, compile=False)
+        except Exception as e:  # noqa: BLE001 -- Keras raises many kinds for a damaged file
+            raise ConfigError(f"teacher file {path} is unreadable ({describe(e)}); retrain "
+                              "it, or remove it from the folder") from None
+        if not workdir_layout:
+            # Plain files from a user's own code may share one name ("sequential"); the
+            # Distiller needs its teachers and student told apart.
+            model.name = f"member_{i}"
+        models.append(model)
+    return models, expected
+
+
+# --- teacher-output cache ---------------------------------------------------------------------
+
+def teacher_logits(config, workdir, splits, teachers):
+    """The teachers' (train, validation) logits, from the workdir's cache or computed into it.
+
+    The cache file is named by the teachers' content hash and the data settings, so a
+    changed teacher or split never reuses a stale cache.
+    """
+    from tfkd import runtime
+
+    if runtime.task_from_tf_config() is not None:
+        # In a cluster, predict is a collective op: every worker must run it, none may
+        # skip it by reading a file that only the chief writes.
+        # Rounded as the cache file would be, so a cluster trains what one process does.
+        return tuple(cache.predict_logits(teachers.model, x).astype("float16")
+                     for x in (splits.x_train, splits.x_val))
+    data = tuple(getattr(config, f) for f in fields_in("data"))
+    key = cache.fingerprint(teachers.paths, data + (config.smoke, len(splits.x_train),
+                                                    len(splits.x_val)))
+    return tuple(
+        cache.cached_logits(teachers.model, x,
+                            workdir.path("cache", f"{teachers.name}-{key}.{split}.npy"))
+        for split, x in (("train", splits.x_train), ("val", splits.x_val)))
