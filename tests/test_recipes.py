@@ -46,7 +46,7 @@ def test_recipe_header_names_paper_and_exact_command(path):
     assert header and text.startswith("#")
     command = f"tfkd --flagfile=flags/{os.path.basename(path)}"
     assert any(command in line for line in header), f"{path} must show `{command} ...`"
-    assert "PAPERS.md" in text or "default pipeline" in text
+    assert "docs/papers.md" in text or "default pipeline" in text
 
 
 @pytest.mark.parametrize("path", FLAGFILES, ids=os.path.basename)

@@ -11,7 +11,7 @@ import pytest
 
 from tfkd import report
 
-# The ResNet-18 / CIFAR-10 replication note (PAPERS.md, section 3), as fractions.
+# The ResNet-18 / CIFAR-10 replication note (docs/papers.md, section 3), as fractions.
 MEMBER_VAL = [0.8666, 0.8606, 0.8608, 0.8638, 0.8700]
 MEMBER_TEST = [0.8601, 0.8546, 0.8571, 0.8617, 0.8639]
 SELF_VAL = [0.8770, 0.8754, 0.8714, 0.8646, 0.8738]

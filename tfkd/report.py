@@ -1,6 +1,6 @@
 """The results table of a run: Markdown, CSV, JSON and a PNG bar chart.
 
-The table follows the replication note on the three "mysteries" (docs: PAPERS.md, section 3):
+The table follows the replication note on the three "mysteries" (docs/papers.md, section 3):
 each member, the members' mean ± std, the ensemble, the distilled student, each
 self-distilled student, their mean ± std, and the ensemble of the self-distilled students.
 
