@@ -1,3 +1,5 @@
+import glob
+
 from setuptools import find_packages, setup
 
 setup(
@@ -8,6 +10,9 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["tfkd", "tfkd.*"]),
+    # The recipes, so that `tfkd --recipe=NAME` finds them in an installed package too
+    # (tfkd.cli.recipe_dirs looks in <prefix>/share/tfkd/flags).
+    data_files=[("share/tfkd/flags", sorted(glob.glob("flags/*.flags")))],
     install_requires=[
         "tensorflow>=2.16",
         "keras>=3.10",

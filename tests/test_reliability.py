@@ -281,6 +281,15 @@ def bad_invocations(root):
         (["--hint_layer=features", "--hint_weight=-1", *base], "hint_weight"),
         (["--hint_weight=2", *base], "hint_weight=2.0 needs --hint_layer"),
         (["--mode=tune", "--tune_params=hint_weight", *base], "hint_weight"),
+        # Non-finite and out-of-range numbers are refused before TensorFlow sees them.
+        (["--learning_rate=inf", *base], "learning_rate must be a finite number"),
+        (["--weight_decay=inf", *base], "weight_decay must be a finite number"),
+        (["--temperature=nan", *base], "temperature must be a finite number"),
+        (["--mode=tune", "--tune_temperature=1,inf", *base], "'1.0,inf'"),
+        (["--seed=4294967296", *base], "4294967296"),
+        (["--batch_size=99999999999999999999", *base], "99999999999999999999"),
+        (["--verbose=7", *base], "7"),
+        (["--tune_params=", *base], "tune_params must name at least one"),
     ]
 
 
@@ -307,3 +316,25 @@ def test_thirty_plus_bad_invocations(finished_workdir, capsys, monkeypatch):
         assert named in errors[0], (argv, errors[0])
         assert "Traceback" not in stderr, argv
         assert snapshot(finished_workdir / "run") == before, argv
+
+
+def test_bad_environment_and_flagfile_bytes_are_one_line(finished_workdir, capsys, monkeypatch,
+                                                         tmp_path):
+    run = f"--workdir={finished_workdir / 'run'}"
+    before = snapshot(finished_workdir / "run")
+    flagfile = tmp_path / "latin1.flags"
+    flagfile.write_bytes(b"--model=mlp\n# caf\xe9\n")
+    cases = [({}, [f"--flagfile={flagfile}", "--smoke", run], "not UTF-8"),
+             ({"TF_CONFIG": "{not json"}, ["--smoke", run], "TF_CONFIG"),
+             ({"TF_CONFIG": '{"task": {"type": "worker", "index": "first"}}'}, ["--smoke", run],
+              "TF_CONFIG")]
+    for env, argv, named in cases:
+        with monkeypatch.context() as m:
+            for key, value in env.items():
+                m.setenv(key, value)
+            code = invoke(argv)
+        stderr = capsys.readouterr().err
+        errors = [line for line in stderr.splitlines() if line.startswith("tfkd: error:")]
+        assert code == 2 and len(errors) == 1 and named in errors[0], (argv, stderr[-1500:])
+        assert "Traceback" not in stderr
+    assert snapshot(finished_workdir / "run") == before

@@ -168,3 +168,9 @@ def test_distill_from_a_folder_of_plain_keras_models(tmp_path, digits):
     assert record["settings"]["teachers"] == fit.Teachers(
         None, "ensemble", tuple(str(p) for p in sorted(folder.glob("*.keras")))).identity
     assert record["row"]["test_accuracy"] > 0.1
+
+
+def test_the_cli_reference_page_is_the_help_text():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    page = open(os.path.join(root, "docs", "cli.md"), encoding="utf-8").read()
+    assert page == cli.reference_markdown(), "run: python tools/write_cli_reference.py"

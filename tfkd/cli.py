@@ -213,6 +213,14 @@ def help_text(width=100):
     return "\n".join(lines) + "\n"
 
 
+def reference_markdown():
+    """docs/cli.md: the --help text as a page (a test keeps the two equal)."""
+    return ("# The tfkd command\n\n"
+            "Every flag, by group, as `tfkd --help` prints it. Regenerate this page with\n"
+            "`python tools/write_cli_reference.py` after changing a setting in `tfkd/config.py`.\n\n"
+            "```\n" + help_text() + "```\n")
+
+
 # --- the command ------------------------------------------------------------------------------
 
 def _fail(message):
@@ -226,6 +234,10 @@ def parse_flags(argv):
         return FLAGS(expand_recipe(argv))
     except flags.Error as e:
         _fail(str(e))
+    except UnicodeDecodeError as e:
+        files = [a.split("=", 1)[1] for a in argv if a.startswith("--flagfile=")]
+        _fail(f"a flagfile is not UTF-8 text ({', '.join(files) or 'a nested --flagfile'}: "
+              f"byte {e.start}); flagfiles are text files of --flag=value lines")
 
 
 def main(argv):
@@ -247,6 +259,8 @@ def main(argv):
     except OSError as e:
         _fail(f"cannot use workdir {FLAGS.workdir!r}: {e.strerror or e}; pass a writable "
               "directory (it is created if missing)")
+    except ValueError as e:  # the environment (TF_CONFIG)
+        _fail(str(e))
     if note:
         logging.info("tfkd: %s", note)
     try:

@@ -226,8 +226,24 @@ def _signed(points):
     return f"{round(points, 2) + 0.0:+.2f}"
 
 
-def _cell(value):
-    return "-" if value is None else str(value).replace("|", "\\|")
+def cell(value, number="{}"):
+    """One Markdown table cell: "-" for a value not measured (None, NaN, inf), a number in
+    `number`'s format, anything else as text with its pipes escaped. Every table tfkd
+    writes (results, trials, analysis) formats its cells here."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return number.format(value)
+    return str(value).replace("|", "\\|")
+
+
+def markdown_table(header, rows, number="{}", right_from=1):
+    """Lines of a Markdown table; columns from `right_from` on are right-aligned."""
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "".join("---:|" if i >= right_from else "---|" for i in range(len(header)))]
+    lines += ["| " + " | ".join(cell(v, number) for v in row) + " |" for row in rows]
+    return lines
+
 
 
 def _markdown(table, title=None):
@@ -236,13 +252,13 @@ def _markdown(table, title=None):
               "|---|---|---|---|---:|---:|---:|"]
     for r in table:
         if r["kind"] == "summary":
-            name, seed = f"**{_cell(r['name'])}**", f"n={r['n']}"
+            name, seed = f"**{cell(r['name'])}**", f"n={r['n']}"
             accuracies = [_percent(r[m], r[f"{m}_std"]) for m in _ACCURACIES]
         else:
-            name, seed = _cell(r["name"]), _cell(r["seed"])
+            name, seed = cell(r["name"]), cell(r["seed"])
             accuracies = [_percent(r[m]) for m in _ACCURACIES]
-        sizes = " / ".join(_cell(r.get(k)) for k in SIZES)
-        lines.append(f"| {name} | {_cell(r['kind'])} | {seed} | {_cell(r['teacher'])} | "
+        sizes = " / ".join(cell(r.get(k)) for k in SIZES)
+        lines.append(f"| {name} | {cell(r['kind'])} | {seed} | {cell(r['teacher'])} | "
                      + " | ".join(accuracies) + f" | {sizes} |")
     found = _gains(table)
     if found:

@@ -33,8 +33,13 @@ def task_from_tf_config():
     raw = os.environ.get("TF_CONFIG")
     if not raw:
         return None
-    task = json.loads(raw).get("task", {})
-    return task.get("type"), int(task.get("index", 0))
+    try:
+        task = json.loads(raw).get("task", {})
+        return str(task.get("type")), int(task.get("index", 0))
+    except (ValueError, TypeError, AttributeError):
+        raise ValueError(f"TF_CONFIG is not a cluster description: {raw[:200]!r}; it must be "
+                         'JSON like {"cluster": {"worker": ["host1:port", "host2:port"]}, '
+                         '"task": {"type": "worker", "index": 0}}') from None
 
 
 def is_chief():

@@ -274,15 +274,16 @@ def distill(student, teacher_logits, task, args, seed):
 
 
 def predict(model, x):
-    return np.asarray(model.predict(x, batch_size=1024, verbose=0), np.float32)
+    from tfkd.cache import predict_logits
+
+    return predict_logits(model, x, batch_size=1024)
 
 
 def soft_confidence(logits, temperature):
     """Mean top-class probability of softmax(logits / T): how soft the targets are."""
-    z = logits / temperature
-    z = z - z.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    return float((p.max(axis=1) / p.sum(axis=1)).mean())
+    from tfkd.metrics import softmax
+
+    return float(softmax(logits / temperature).max(axis=1).mean())
 
 
 def run_model(task, model_name, args, data_seed, log):

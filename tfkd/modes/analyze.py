@@ -32,6 +32,7 @@ from tfkd.config import ConfigError
 from tfkd.ensemble import Ensemble
 from tfkd import cache
 from tfkd.modes import fit, inputs, results
+from tfkd.report import markdown_table
 from tfkd.workdir import write_json, write_text
 
 GRADCAM_FIGURE_IMAGES = 6
@@ -138,21 +139,13 @@ def run(config, workdir, splits=None, progress=None):
     return []
 
 
-def _cell(value):
-    if value is None or (isinstance(value, float) and not np.isfinite(value)):
-        return "-"
-    return f"{value:.4f}"
-
-
 def to_markdown(config, result):
     lines = [f"# What the distilled student inherits ({config.dataset} / {config.model}, "
-             f"teacher: {result['teacher']}, {result['examples']} test examples)", "",
-             "| property | teacher | teacher-distilled | teacher-independent | difference |",
-             "|---|---:|---:|---:|---:|"]
-    for row in result["properties"]:
-        lines.append(f"| {row['property']} | {_cell(row['teacher'])} | "
-                     f"{_cell(row['distilled'])} | {_cell(row['independent'])} | "
-                     f"{_cell(row['difference'])} |")
+             f"teacher: {result['teacher']}, {result['examples']} test examples)", ""]
+    lines += markdown_table(
+        ("property", "teacher", "teacher-distilled", "teacher-independent", "difference"),
+        [[row[k] for k in ("property", "teacher", "distilled", "independent", "difference")]
+         for row in result["properties"]], number="{:.4f}")
     lines += ["", "For the transfer rows the teacher column is the fraction of examples the "
               "attack fools the teacher on; for jitter, accuracy, ECE and NLL it is the "
               "teacher's own value."]

@@ -144,8 +144,9 @@ def load_members(config, directory, *, how_to_train):
     import keras  # deferred: listing members needs no TensorFlow
 
     if not os.path.isdir(directory):
-        raise ConfigError(f"no teachers: {directory} is not a directory; pass a workdir with "
-                          "trained members, or a folder of .keras models")
+        raise ConfigError(f"no teachers: {directory} is not a directory; train members there "
+                          f"with --mode=train --workdir={directory}, or pass a folder of "
+                          ".keras models")
     paths = held_members(directory)
     workdir_layout = os.path.isdir(os.path.join(directory, "models"))
     if workdir_layout:

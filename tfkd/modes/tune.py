@@ -25,6 +25,7 @@ from absl import logging
 
 from tfkd.config import ConfigError, identity_fields
 from tfkd.modes import fit, inputs, store, train
+from tfkd.report import markdown_table
 from tfkd.workdir import save_figure, write_text
 
 TUNERS = {"random": kt.RandomSearch, "bayesian": kt.BayesianOptimization,
@@ -169,10 +170,8 @@ def write_results(config, trials, directory, teacher_dir):
     writer.writeheader()
     writer.writerows(trials)
     write_text(os.path.join(directory, "trials.csv"), buffer.getvalue())
-    lines = [f"| {' | '.join(columns)} |", "|" + "---|" * len(columns)]
-    for row in trials:
-        lines.append("| " + " | ".join(
-            row["trial"] if c == "trial" else f"{row[c]:.4g}" for c in columns) + " |")
+    lines = markdown_table(columns, [[row[c] for c in columns] for row in trials],
+                           number="{:.4g}")
     write_text(os.path.join(directory, "trials.md"),
                f"# tune: {len(trials)} trials, best first ({OBJECTIVE}, validation split)\n\n"
                + "\n".join(lines) + "\n")
