@@ -114,6 +114,7 @@ def _fill_from_mirror(spec, cache, missing):
         os.close(handle)
         try:
             shutil.copyfile(os.path.join(spec.mirror, os.path.basename(relative)), partial)
+            os.chmod(partial, 0o644)  # mkstemp's 0600 would hide the cache from other users
             os.replace(partial, target)
         finally:
             if os.path.exists(partial):
