@@ -92,8 +92,35 @@ def test_unknown_and_non_image_datasets_are_refused():
         load_dataset("cifar1000")
     with pytest.raises(DatasetError, match="imdb_reviews.*Image -> ClassLabel"):
         load_dataset("imdb_reviews")
-    with pytest.raises(DatasetError, match="data_dir and image_size apply to TFDS"):
+    with pytest.raises(DatasetError, match="image_size applies to .*TFDS names, not to 'digits'"):
         load_dataset("digits", image_size=16)
+
+
+def test_the_tfds_scheme_is_the_plain_name():
+    plain = mock_load("mnist", val_size=10)
+    scheme = mock_load("tfds:mnist", val_size=10)
+    assert scheme.sizes == plain.sizes == {"train": N - 10, "val": 10, "test": N}
+    np.testing.assert_array_equal(scheme.x_val, plain.x_val)
+
+
+def test_download_and_prepare_starts_in_this_environment(tmp_path, monkeypatch):
+    """docs/data.md's preparation path (download_and_prepare, as `tfds build` runs it) gets
+    as far as asking for the files: it failed before that, with ModuleNotFoundError for
+    importlib_resources, until setup.py listed it. The download itself needs the network
+    and is not tested here."""
+    class ReachedDownload(Exception):
+        pass
+
+    def record(self, url_or_urls, *args, **kwargs):
+        raise ReachedDownload(url_or_urls)
+
+    monkeypatch.setattr(tfds.download.DownloadManager, "download", record)
+    monkeypatch.setattr(tfds.download.DownloadManager, "download_and_extract", record)
+    builder = tfds.builder("mnist", data_dir=str(tmp_path))
+    with pytest.raises(ReachedDownload) as reached:
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=str(tmp_path / "manual")))
+    assert "train-images-idx3-ubyte.gz" in str(reached.value)
 
 
 def test_offline_message_says_where_and_how(tmp_path, monkeypatch):
