@@ -123,6 +123,26 @@ def test_download_and_prepare_starts_in_this_environment(tmp_path, monkeypatch):
     assert "train-images-idx3-ubyte.gz" in str(reached.value)
 
 
+def test_manual_dir_files_are_found_by_name_and_checked(tmp_path):
+    """docs/data.md's offline path: files downloaded elsewhere, put in a manual_dir, are
+    used instead of the network, and must be the originals (checksums are verified, which
+    is why Debian's recompressed Fashion-MNIST is refused). Placeholder files stand in for
+    the real ones, which this machine cannot download."""
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                 "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (manual / name).write_bytes(b"placeholder")
+    builder = tfds.builder("mnist", data_dir=str(tmp_path / "data"))
+    # NOTE: TFDS 4.9.10 exports no public name for this error.
+    from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
+
+    with pytest.raises(NonMatchingChecksumError) as error:
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
+    assert f"downloaded to {manual}" in str(error.value)
+
+
 def test_offline_message_says_where_and_how(tmp_path, monkeypatch):
     def offline(self, *args, **kwargs):
         raise ConnectionError("Failed to resolve 'www.cs.toronto.edu'")
@@ -133,6 +153,7 @@ def test_offline_message_says_where_and_how(tmp_path, monkeypatch):
     message = str(error.value)
     assert "\n" not in message
     assert str(tmp_path) in message and "tfds build cifar10" in message
+    assert "tfds.builder('cifar10', data_dir='DIR').download_and_prepare()" in message
     assert "ConnectionError" in message and "--data_dir" in message
 
 

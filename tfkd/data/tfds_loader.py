@@ -93,9 +93,11 @@ def _prepare(builder, name, data_dir):
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DatasetError(
             f"TFDS dataset {name!r} is not prepared in {where} and could not be downloaded "
-            f"({type(e).__name__}: {reason}). On a machine with internet run "
-            f"`tfds build {name} --data_dir=DIR`, copy DIR here and pass --data_dir=DIR "
-            f"(or set TFDS_DATA_DIR); docs/data.md has the details") from None
+            f"({type(e).__name__}: {reason}). On a machine with internet run `python -c "
+            f"\"import tensorflow_datasets as tfds; tfds.builder('{name}', data_dir='DIR')"
+            f".download_and_prepare()\"` (or `tfds build {name} --data_dir=DIR`, which also "
+            f"needs apache-beam), copy DIR here and pass --data_dir=DIR (or set "
+            f"TFDS_DATA_DIR); docs/data.md has the details") from None
 
 
 def _read_split(builder, split, image_size):
