@@ -17,6 +17,10 @@ setup(
         "tensorflow>=2.16",
         "keras>=3.10",
         "tensorflow-datasets>=4.9",
+        # TFDS's download_and_prepare (and `tfds build`) imports it, but tensorflow-datasets
+        # 4.9.10 does not install it: without it, preparing any TFDS set fails with
+        # ModuleNotFoundError (tests/test_tfds.py).
+        "importlib_resources",
         "keras-tuner>=1.4.7",
         "absl-py>=2.0",
         # The Keras TensorBoard callback needs it; tensorflow no longer pulls it in.

@@ -5,7 +5,8 @@ import random
 import numpy as np
 import pytest
 
-from tfkd.data import DATASETS, Splits, load_dataset, make_tf_dataset, register_dataset
+from tfkd.data import (DATASETS, DatasetError, Splits, load_dataset, make_tf_dataset,
+                       register_dataset)
 from tfkd.data import embedded
 
 SIZES = {"digits": (1077, 360, 360), "mnist1d": (3500, 500, 1000)}
@@ -122,6 +123,22 @@ def test_unknown_dataset_names_the_value_and_the_choices():
 def test_bad_val_size():
     with pytest.raises(ValueError, match="1.5"):
         load_dataset("digits", val_size=1.5)
+
+
+@pytest.mark.parametrize("name, val_size, named", [
+    ("digits", 1437, "val_size=1437 holds out 1437 of 1437 examples.*10 to 1427"),
+    ("digits", 5000, "val_size=5000 holds out 5000 of 1437 examples"),
+    ("digits", 0.001, "val_size=0.001 holds out 2 of 1437 examples.*10 to 1427"),
+    ("mnist1d", 4000, "val_size=4000 holds out 4000 of 4000 examples"),
+    ("multiview", 6000, "val_size=6000 leaves no training .*has 6000 examples.*1 to 5999"),
+])
+def test_val_size_beyond_the_training_data_names_both_numbers(name, val_size, named):
+    with pytest.raises(DatasetError, match=named):
+        load_dataset(name, val_size=val_size)
+
+
+def test_sizes(splits):
+    assert splits.sizes == dict(zip(("train", "val", "test"), SIZES[splits.name]))
 
 
 def test_register_dataset():

@@ -92,8 +92,55 @@ def test_unknown_and_non_image_datasets_are_refused():
         load_dataset("cifar1000")
     with pytest.raises(DatasetError, match="imdb_reviews.*Image -> ClassLabel"):
         load_dataset("imdb_reviews")
-    with pytest.raises(DatasetError, match="data_dir and image_size apply to TFDS"):
+    with pytest.raises(DatasetError, match="image_size applies to .*TFDS names, not to 'digits'"):
         load_dataset("digits", image_size=16)
+
+
+def test_the_tfds_scheme_is_the_plain_name():
+    plain = mock_load("mnist", val_size=10)
+    scheme = mock_load("tfds:mnist", val_size=10)
+    assert scheme.sizes == plain.sizes == {"train": N - 10, "val": 10, "test": N}
+    np.testing.assert_array_equal(scheme.x_val, plain.x_val)
+
+
+def test_download_and_prepare_starts_in_this_environment(tmp_path, monkeypatch):
+    """docs/data.md's preparation path (download_and_prepare, as `tfds build` runs it) gets
+    as far as asking for the files: it failed before that, with ModuleNotFoundError for
+    importlib_resources, until setup.py listed it. The download itself needs the network
+    and is not tested here."""
+    class ReachedDownload(Exception):
+        pass
+
+    def record(self, url_or_urls, *args, **kwargs):
+        raise ReachedDownload(url_or_urls)
+
+    monkeypatch.setattr(tfds.download.DownloadManager, "download", record)
+    monkeypatch.setattr(tfds.download.DownloadManager, "download_and_extract", record)
+    builder = tfds.builder("mnist", data_dir=str(tmp_path))
+    with pytest.raises(ReachedDownload) as reached:
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=str(tmp_path / "manual")))
+    assert "train-images-idx3-ubyte.gz" in str(reached.value)
+
+
+def test_manual_dir_files_are_found_by_name_and_checked(tmp_path):
+    """docs/data.md's offline path: files downloaded elsewhere, put in a manual_dir, are
+    used instead of the network, and must be the originals (checksums are verified, which
+    is why Debian's recompressed Fashion-MNIST is refused). Placeholder files stand in for
+    the real ones, which this machine cannot download."""
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                 "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (manual / name).write_bytes(b"placeholder")
+    builder = tfds.builder("mnist", data_dir=str(tmp_path / "data"))
+    # NOTE: TFDS 4.9.10 exports no public name for this error.
+    from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
+
+    with pytest.raises(NonMatchingChecksumError) as error:
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
+    assert f"downloaded to {manual}" in str(error.value)
 
 
 def test_offline_message_says_where_and_how(tmp_path, monkeypatch):
@@ -106,6 +153,7 @@ def test_offline_message_says_where_and_how(tmp_path, monkeypatch):
     message = str(error.value)
     assert "\n" not in message
     assert str(tmp_path) in message and "tfds build cifar10" in message
+    assert "tfds.builder('cifar10', data_dir='DIR').download_and_prepare()" in message
     assert "ConnectionError" in message and "--data_dir" in message
 
 

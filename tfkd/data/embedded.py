@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import random
 from typing import Optional
 
@@ -19,10 +20,13 @@ def stratified_split(x, y, *, fraction, seed: int):
 
     if fraction >= 1:
         fraction = int(fraction)
-        if fraction >= len(x) or fraction < len(np.unique(y)):
-            raise DatasetError(
-                f"val_size={fraction} must leave training examples and hold at least one "
-                f"example per class: {len(x)} examples of {len(np.unique(y))} classes")
+    # As train_test_split counts: ceil for a fraction. Both sides need every class.
+    count = fraction if fraction >= 1 else math.ceil(fraction * len(x))
+    classes = len(np.unique(y))
+    if not classes <= count <= len(x) - classes:
+        raise DatasetError(
+            f"val_size={fraction} holds out {count} of {len(x)} examples; a stratified split "
+            f"of {classes} classes needs {classes} to {len(x) - classes}")
     x_keep, x_out, y_keep, y_out = train_test_split(
         x, y, test_size=fraction, stratify=y, random_state=seed
     )

@@ -35,6 +35,7 @@ from typing import Optional
 
 import numpy as np
 
+from tfkd.data.arrays import held_out_count
 from tfkd.data.registry import Splits
 
 SPLITS = ("train", "val", "test")
@@ -266,9 +267,6 @@ def load_multiview(*, split_seed: int = 0, val_size: Optional[float] = None,
     config = MultiViewConfig() if config is None else config
     if val_size is not None:
         pool = config.train_size + config.val_size
-        count = round(pool * val_size) if 0.0 < val_size < 1.0 else val_size
-        if not (1 <= count < pool and float(count).is_integer()):
-            raise ValueError(f"val_size must be a fraction in (0, 1) or a whole number of "
-                             f"samples below the pool of {pool}, got {val_size!r}")
-        config = dataclasses.replace(config, train_size=pool - int(count), val_size=int(count))
+        count = held_out_count(val_size, pool, "multiview")
+        config = dataclasses.replace(config, train_size=pool - count, val_size=count)
     return make_multiview(config, seed=split_seed).to_splits()

@@ -1,4 +1,16 @@
-"""The `Splits` container and the name -> loader registry behind `load_dataset`."""
+"""The `Splits` container and the one registry that maps a dataset name to its loader.
+
+Two kinds of entry, both chosen by key as in torchdistill's dataset registry:
+
+- named datasets (`register_dataset("digits")`): the whole name is the key;
+- sources (`register_source("keras", ...)`): the part before the first ":" is the key and
+  the rest is the source's argument ("keras:fashion_mnist", "npz:/data/set.npz"). One
+  source may be the fallback for every other name (TFDS: "cifar10").
+
+Loaders register themselves when `tfkd.data` imports their modules; this module imports
+none of them, so that they can all import it. The accepted forms in every error message
+are read from these tables, never from a second list.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +18,10 @@ import dataclasses
 from typing import Callable, Optional
 
 import numpy as np
+
+SPLIT_NAMES = ("train", "val", "test")
+# The loading options a source may take besides the split settings.
+OPTIONS = ("data_dir", "image_size")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -31,7 +47,7 @@ class Splits:
     y_test: np.ndarray
 
     def __post_init__(self):
-        for split in ("train", "val", "test"):
+        for split in SPLIT_NAMES:
             x = getattr(self, f"x_{split}")
             y = getattr(self, f"y_{split}")
             if x.dtype != np.float32 or y.dtype != np.int32:
@@ -45,17 +61,49 @@ class Splits:
                     f"expected (n,) + {tuple(self.input_shape)} and (n,)"
                 )
 
+    @property
+    def sizes(self) -> dict:
+        """Examples per split: {"train": n, "val": n, "test": n}."""
+        return {split: len(getattr(self, f"y_{split}")) for split in SPLIT_NAMES}
+
 
 class DatasetError(ValueError):
     """A dataset that cannot be loaded as asked (unknown name, missing data, bad split size)."""
 
 
-# A loader takes keyword arguments `split_seed: int` and `val_size: float | None` (a
+# A named loader takes keyword arguments `split_seed: int` and `val_size: float | None` (a
 # fraction in (0, 1), a number of examples >= 1, or None for the dataset's own default)
 # and returns a `Splits`.
 Loader = Callable[..., Splits]
 
 DATASETS: dict[str, Loader] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A family of names served by one loader.
+
+    Attributes:
+      form: how the names look, for messages ("keras:NAME").
+      usage: `form` with what NAME or PATH may be, for the list of accepted names.
+      load: `load(argument, *, split_seed, val_size, data_dir, image_size) -> Splits`.
+      check: `check(argument)` raises DatasetError for an argument the source refuses,
+        quickly and without reading any data.
+      options: the members of OPTIONS that the source uses; others are refused.
+      examples: names known to work, listed by `dataset_names`.
+    """
+
+    form: str
+    usage: str
+    load: Callable[..., Splits]
+    check: Callable[[str], None]
+    options: tuple = ()
+    examples: tuple = ()
+
+
+SOURCES: dict[str, Source] = {}
+# The scheme whose source takes every name that is neither registered nor scheme-qualified.
+_fallback: list = []
 
 
 def register_dataset(name: str) -> Callable[[Loader], Loader]:
@@ -70,6 +118,81 @@ def register_dataset(name: str) -> Callable[[Loader], Loader]:
     return decorator
 
 
+def register_source(scheme: str, *, form: str, usage: str, check: Callable[[str], None],
+                    options: tuple = (), examples: tuple = (), fallback: bool = False):
+    """Decorator adding a source under `scheme`: names "SCHEME:ARGUMENT" go to it.
+
+    With `fallback=True` it also receives, whole, every name that no other entry takes.
+    """
+    unknown = set(options) - set(OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown source options {sorted(unknown)}; choose from {OPTIONS}")
+
+    def decorator(load):
+        if scheme in SOURCES:
+            raise ValueError(f"source {scheme!r} is already registered")
+        if fallback and _fallback:
+            raise ValueError(f"source {_fallback[0]!r} is already the fallback")
+        SOURCES[scheme] = Source(form, usage, load, check, tuple(options), tuple(examples))
+        if fallback:
+            _fallback.append(scheme)
+        return load
+
+    return decorator
+
+
+def accepted_forms() -> list:
+    """Every accepted name or form, for messages: named datasets, then the sources."""
+    schemes = [s for s in SOURCES if s not in _fallback] + list(_fallback)
+    return sorted(DATASETS) + [SOURCES[s].usage for s in schemes]
+
+
+def dataset_names() -> list:
+    """The registered names, then the fallback source's examples (TFDS sets tested with tfkd).
+
+    Kept for callers that list plain names; `accepted_forms` lists the schemes too.
+    """
+    examples = list(SOURCES[_fallback[0]].examples) if _fallback else []
+    return sorted(DATASETS) + examples
+
+
+def _unknown(name) -> DatasetError:
+    forms = accepted_forms()
+    listed = ", ".join(forms[:-1]) + (", or " if len(forms) > 1 else "") + forms[-1]
+    return DatasetError(f"unknown dataset {name!r}; choose one of: {listed}")
+
+
+def _resolve(name):
+    """(source or None for a named dataset, the source's argument); DatasetError if unknown."""
+    if not isinstance(name, str) or not name.strip():
+        raise _unknown(name)
+    if name in DATASETS:
+        return None, name
+    scheme, colon, argument = name.partition(":")
+    if colon and scheme in SOURCES:
+        source = SOURCES[scheme]
+        if not argument:
+            raise DatasetError(f"dataset {name!r} has nothing after {scheme + ':'!r}; "
+                               f"expected {source.usage}")
+        source.check(argument)
+        return source, argument
+    if not _fallback:
+        raise _unknown(name)
+    source = SOURCES[_fallback[0]]
+    try:
+        source.check(name)
+    except DatasetError:
+        # The fallback refusing a name means no source takes it: list them all.
+        raise _unknown(name) from None
+    return source, name
+
+
+def check_dataset_name(name: str) -> None:
+    """Raises DatasetError (one line, listing the accepted forms) unless some source takes
+    `name`. Reads no data: for settings to call before anything is trained."""
+    _resolve(name)
+
+
 def check_val_size(val_size) -> None:
     if val_size is None:
         return
@@ -81,11 +204,17 @@ def check_val_size(val_size) -> None:
                            f"examples >= 1, got {val_size!r}")
 
 
-def dataset_names() -> list:
-    """The registered names, then the TFDS sets tested with tfkd (any TFDS image set loads)."""
-    from tfkd.data.tfds_loader import KNOWN_TFDS_DATASETS
-
-    return sorted(DATASETS) + list(KNOWN_TFDS_DATASETS)
+def _check_options(name, source, data_dir, image_size):
+    given = [option for option, value in zip(OPTIONS, (data_dir, image_size)) if value]
+    taken = source.options if source else ()
+    refused = [option for option in given if option not in taken]
+    if not refused:
+        return
+    takers = [s.form for s in SOURCES.values() if set(refused) <= set(s.options)]
+    verb = "applies" if len(refused) == 1 else "apply"
+    where = (", ".join(takers[:-1]) + " and " if len(takers) > 1 else "") + (
+        takers[-1] if takers else "no source")
+    raise DatasetError(f"{' and '.join(refused)} {verb} to {where}, not to {name!r}")
 
 
 def load_dataset(
@@ -95,29 +224,24 @@ def load_dataset(
     """Loads dataset `name` with train / validation / test splits.
 
     Args:
-      name: a key of `DATASETS` (the embedded "digits", "mnist1d", ...) or the name of a
-        TensorFlow Datasets image-classification set ("cifar10", "cifar100", "mnist",
-        "fashion_mnist", "svhn_cropped", ...).
+      name: a named dataset ("digits", "mnist1d", "multiview"), a source-qualified name
+        ("keras:fashion_mnist", "folder:PATH", "npz:PATH", "tfds:NAME"), or the name of a
+        TensorFlow Datasets image-classification set ("cifar10", "svhn_cropped", ...).
+        `accepted_forms()` lists them; docs/data.md describes each.
       split_seed: seeds the validation (and, where the source has none, test) split. It is
         deliberately separate from any model seed, so that every ensemble member, teacher
         and student of one experiment sees the same examples.
       val_size: how much of the data available for training is held out for validation:
         a fraction in (0, 1) or a number of examples. None keeps the dataset's default
         (digits: 0.25 of the 80% left after the test split, i.e. 20% of all; mnist1d: 500
-        of 4,000; TFDS sets: 10% of their training split).
-      data_dir, image_size: for TFDS sets only (see `tfkd.data.tfds_loader.load_tfds`).
+        of 4,000; every other source: 10% of its training data).
+      data_dir: where TFDS keeps prepared data (TFDS names only).
+      image_size: resize images to image_size x image_size (TFDS, keras:, folder:, npz:).
     """
     check_val_size(val_size)
-    if name in DATASETS:
-        if data_dir or image_size:
-            raise DatasetError(f"data_dir and image_size apply to TFDS datasets, not to the "
-                               f"embedded {name!r}")
+    source, argument = _resolve(name)
+    _check_options(name, source, data_dir, image_size)
+    if source is None:
         return DATASETS[name](split_seed=split_seed, val_size=val_size)
-    from tfkd.data import tfds_loader
-
-    if not tfds_loader.is_tfds_name(name):
-        raise DatasetError(
-            f"unknown dataset {name!r}; choose one of: {', '.join(dataset_names())}, or any "
-            "other TensorFlow Datasets image-classification set")
-    return tfds_loader.load_tfds(name, split_seed=split_seed, val_size=val_size,
-                                 data_dir=data_dir, image_size=image_size)
+    return source.load(argument, split_seed=split_seed, val_size=val_size,
+                       data_dir=data_dir, image_size=image_size)

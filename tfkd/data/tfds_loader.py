@@ -1,14 +1,16 @@
 """TensorFlow Datasets image-classification sets as `Splits`.
 
-Any TFDS dataset whose supervised pair is (Image, ClassLabel) loads by name:
+Any TFDS dataset whose supervised pair is (Image, ClassLabel) loads by name, plain or as
+"tfds:NAME" (the plain form is the registry's fallback for names no other source takes):
 
-    load_tfds("cifar10", data_dir="~/tensorflow_datasets", val_size=5000)
+    load_dataset("cifar10", data_dir="~/tensorflow_datasets", val_size=5000)
 
 The training split is divided, with a seeded permutation, into train and validation; the
 dataset's test split is kept whole for the final report. Images are decoded once, in a
-parallel tf.data map, scaled to [0, 1] and standardised per channel with the mean and
-standard deviation of the *train* part only; the result is held in memory (CIFAR-10:
-45,000 x 32 x 32 x 3 float32 = 553 MB), which is where the pipeline caches it.
+parallel tf.data map, and passed to `tfkd.data.arrays.splits_from_arrays` (scaled to
+[0, 1] and standardised per channel with the *train* part's statistics); the result is held
+in memory (CIFAR-10: 45,000 x 32 x 32 x 3 float32 = 553 MB), which is where the pipeline
+caches it. docs/data.md says how to prepare the data offline.
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ from typing import Optional
 
 import numpy as np
 
-from tfkd.data.registry import DatasetError, Splits
+from tfkd.data.arrays import splits_from_arrays
+from tfkd.data.registry import DatasetError, Splits, register_source
 
 # Tested under tfds.testing.mock_data; every other image-classification set works the same.
 KNOWN_TFDS_DATASETS = ("cifar10", "cifar100", "fashion_mnist", "mnist", "svhn_cropped")
-DEFAULT_VAL_FRACTION = 0.1  # 45,000 / 5,000 on CIFAR, as in the replication note
 # Datasets whose float32 copy would not fit comfortably in memory are refused up front.
 MAX_IN_MEMORY_BYTES = 8 * 2**30
 _READ_BATCH = 1024
@@ -43,6 +45,13 @@ def is_tfds_name(name: str) -> bool:
     except (tfds.core.registered.DatasetNotFoundError, ValueError):
         return False
     return True
+
+
+def check_tfds_name(name: str) -> None:
+    """DatasetError unless TFDS has a builder called `name` (no data is read)."""
+    if not is_tfds_name(name):
+        raise DatasetError(f"TensorFlow Datasets has no dataset {name!r}; image-classification "
+                           f"sets include {', '.join(KNOWN_TFDS_DATASETS)}")
 
 
 def default_data_dir(data_dir: Optional[str]) -> str:
@@ -84,9 +93,11 @@ def _prepare(builder, name, data_dir):
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DatasetError(
             f"TFDS dataset {name!r} is not prepared in {where} and could not be downloaded "
-            f"({type(e).__name__}: {reason}). On a machine with internet run "
-            f"`tfds build {name} --data_dir=DIR`, copy DIR here and pass --data_dir=DIR "
-            f"(or set TFDS_DATA_DIR)") from None
+            f"({type(e).__name__}: {reason}). On a machine with internet run `python -c "
+            f"\"import tensorflow_datasets as tfds; tfds.builder('{name}', data_dir='DIR')"
+            f".download_and_prepare()\"` (or `tfds build {name} --data_dir=DIR`, which also "
+            f"needs apache-beam), copy DIR here and pass --data_dir=DIR (or set "
+            f"TFDS_DATA_DIR); docs/data.md has the details") from None
 
 
 def _read_split(builder, split, image_size):
@@ -110,39 +121,14 @@ def _read_split(builder, split, image_size):
     return np.concatenate(images), np.concatenate(labels)
 
 
-def _val_count(val_size, n_pool, name):
-    """Validation examples from --val_size: None = default fraction, < 1 fraction, >= 1 count."""
-    if val_size is None:
-        val_size = DEFAULT_VAL_FRACTION
-    count = int(round(val_size * n_pool)) if val_size < 1 else int(val_size)
-    if val_size >= 1 and val_size != count:
-        raise DatasetError(f"val_size must be a fraction in (0, 1) or a whole number of "
-                           f"examples, got {val_size!r}")
-    if not 1 <= count < n_pool:
-        raise DatasetError(
-            f"val_size={val_size!r} leaves no training or no validation example: the "
-            f"{name} training split has {n_pool} examples")
-    return count
-
-
-def _standardise(x_train, others, is_uint8):
-    """x scaled to [0, 1] (uint8 images), then standardised per channel with train statistics."""
-    scale = np.float32(1 / 255.0) if is_uint8 else np.float32(1.0)
-    axes = tuple(range(x_train.ndim - 1))
-    # float64 accumulation: a float32 sum over 10^8 pixels loses digits.
-    mean = x_train.mean(axis=axes, dtype=np.float64) * scale
-    var = (x_train.astype(np.float32) * scale).var(axis=axes, dtype=np.float64)
-    std = np.sqrt(np.maximum(var, 1e-12))
-    mean, std = mean.astype(np.float32), std.astype(np.float32)
-
-    def apply(x):
-        out = x.astype(np.float32)
-        out *= scale
-        out -= mean
-        out /= std
-        return out
-
-    return apply(x_train), [apply(x) for x in others], (mean, std)
+@register_source(
+    "tfds", form="TFDS names", check=check_tfds_name, options=("data_dir", "image_size"),
+    examples=KNOWN_TFDS_DATASETS, fallback=True,
+    usage=f"a TensorFlow Datasets image-classification set ({', '.join(KNOWN_TFDS_DATASETS)}, "
+          "...; also as tfds:NAME)")
+def _load_source(name, *, split_seed, val_size, data_dir, image_size):
+    return load_tfds(name, split_seed=split_seed, val_size=val_size, data_dir=data_dir,
+                     image_size=image_size)
 
 
 def load_tfds(name: str, *, split_seed: int = 0, val_size: Optional[float] = None,
@@ -205,11 +191,7 @@ def _load_tfds(name, *, split_seed, val_size, data_dir, image_size) -> Splits:
 
     x_pool, y_pool = _read_split(builder, "train", image_size)
     x_test, y_test = _read_split(builder, "test", image_size)
-    n_val = _val_count(val_size, len(x_pool), name)
-    order = np.random.default_rng(split_seed).permutation(len(x_pool))
-    val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
-    x_train, (x_val, x_test), _ = _standardise(
-        x_pool[train_idx], [x_pool[val_idx], x_test], is_uint8=x_pool.dtype == np.uint8)
-    return Splits(name, int(num_classes), tuple(int(d) for d in input_shape),
-                  x_train, y_pool[train_idx].astype(np.int32), x_val,
-                  y_pool[val_idx].astype(np.int32), x_test, y_test.astype(np.int32))
+    # NOTE: resized images arrive as float32 in [0, 255] and are not scaled to [0, 1]; the
+    # per-channel standardisation removes the scale either way.
+    return splits_from_arrays(name, x_pool, y_pool, x_test, y_test, split_seed=split_seed,
+                              val_size=val_size, num_classes=int(num_classes))

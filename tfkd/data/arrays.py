@@ -1,0 +1,160 @@
+"""Raw arrays -> `Splits`: the carving and normalisation every image source shares.
+
+TFDS, keras:, folder: and npz: data all pass through `splits_from_arrays`, so that they
+carve validation the same way (a permutation seeded by `split_seed`, from the training
+data only) and standardise the same way (per channel, with the training part's
+statistics).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from tfkd.data.registry import DatasetError, Splits
+
+DEFAULT_VAL_FRACTION = 0.1  # 45,000 / 5,000 on CIFAR, as in the replication note
+_RESIZE_BATCH = 1024
+
+
+def held_out_count(size, n_pool, name, *, what="val_size", held="validation") -> int:
+    """Examples to hold out of `n_pool`: None = 10%, < 1 a fraction, >= 1 a count."""
+    if size is None:
+        size = DEFAULT_VAL_FRACTION
+    count = int(round(size * n_pool)) if size < 1 else int(size)
+    if size >= 1 and size != count:
+        raise DatasetError(f"{what} must be a fraction in (0, 1) or a whole number of "
+                           f"examples, got {size!r}")
+    if not 1 <= count < n_pool:
+        raise DatasetError(
+            f"{what}={size!r} leaves no training or no {held} example: the {name} "
+            f"training data has {n_pool} examples, so {what} needs 1 to {n_pool - 1} "
+            f"examples")
+    return count
+
+
+def carve(n_pool, count, seed):
+    """(held-out indices, kept indices) of range(n_pool), sorted; the split depends only on
+    (n_pool, count, seed)."""
+    order = np.random.default_rng(seed).permutation(n_pool)
+    return np.sort(order[:count]), np.sort(order[count:])
+
+
+def standardise(x_train, others, scale):
+    """x scaled by `scale`, then standardised per channel (last axis) with train statistics."""
+    scale = np.float32(scale)
+    axes = tuple(range(x_train.ndim - 1))
+    # float64 accumulation: a float32 sum over 10^8 pixels loses digits.
+    mean = x_train.mean(axis=axes, dtype=np.float64) * scale
+    var = (x_train.astype(np.float32) * scale).var(axis=axes, dtype=np.float64)
+    std = np.sqrt(np.maximum(var, 1e-12))
+    mean, std = mean.astype(np.float32), std.astype(np.float32)
+
+    def apply(x):
+        out = x.astype(np.float32)
+        out *= scale
+        out -= mean
+        out /= std
+        return out
+
+    return apply(x_train), [apply(x) for x in others], (mean, std)
+
+
+def resize_images(x, image_size):
+    """Images (n, h, w, c) resized to (n, image_size, image_size, c), in batches."""
+    import tensorflow as tf
+
+    return np.concatenate([
+        tf.image.resize(x[i:i + _RESIZE_BATCH], (image_size, image_size)).numpy()
+        for i in range(0, len(x), _RESIZE_BATCH)])
+
+
+def class_labels(y, name, split):
+    """`y` as int32 class indices of shape (n,); DatasetError for anything else."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:  # keras.datasets' CIFAR labels are (n, 1)
+        y = y[:, 0]
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise DatasetError(f"{name}: y_{split} must hold integer class indices of shape (n,), "
+                           f"got {y.dtype} of shape {y.shape}")
+    if len(y) and y.min() < 0:
+        raise DatasetError(f"{name}: y_{split} has label {int(y.min())}; class indices "
+                           f"start at 0")
+    return y.astype(np.int32)
+
+
+def check_label_sets(name, y_train, **others):
+    """The number of classes from y_train, which must use every index 0..K-1; every other
+    split may only use labels that y_train has."""
+    present = np.unique(y_train)
+    num_classes = int(present[-1]) + 1
+    missing = sorted(set(range(num_classes)) - set(present.tolist()))
+    if missing:
+        raise DatasetError(f"{name}: training labels must be 0..{num_classes - 1} with every "
+                           f"class present; missing: {_few(missing)}")
+    for split, y in others.items():
+        extra = sorted(set(np.unique(y).tolist()) - set(present.tolist()))
+        if extra:
+            raise DatasetError(f"{name}: {split} has labels {_few(extra)} that the training "
+                               f"data does not have (0..{num_classes - 1})")
+    return num_classes
+
+
+def _few(values, limit=5):
+    shown = ", ".join(map(str, values[:limit]))
+    return shown + (f" (and {len(values) - limit} more)" if len(values) > limit else "")
+
+
+def splits_from_arrays(
+    name: str, x_pool, y_pool, x_test, y_test, *, split_seed: int,
+    val_size: Optional[float], num_classes: Optional[int] = None,
+    image_size: Optional[int] = None, scale: Optional[float] = None,
+) -> Splits:
+    """Carves validation out of (x_pool, y_pool) and standardises everything with the
+    training part's per-channel statistics.
+
+    Args:
+      name: the dataset's name, for `Splits.name` and messages.
+      x_pool, y_pool: all training data (validation is carved from it).
+      x_test, y_test: the test split, kept whole.
+      num_classes: known from the source's metadata (labels are then only checked to be in
+        range); None infers it from y_pool and checks that every split's labels are ones
+        the training data has.
+      image_size: resize images (n, h, w, c) to image_size x image_size first.
+      scale: multiplies x before standardising; None: 1/255 for uint8 x, else 1.
+    """
+    y_pool = class_labels(y_pool, name, "train")
+    y_test = class_labels(y_test, name, "test")
+    x_pool, x_test = np.asarray(x_pool), np.asarray(x_test)
+    for split, x, y in (("train", x_pool, y_pool), ("test", x_test, y_test)):
+        if len(x) != len(y):
+            raise DatasetError(f"{name}: x_{split} has {len(x)} examples but y_{split} "
+                               f"has {len(y)}")
+        if not len(x):
+            raise DatasetError(f"{name}: the {split} split is empty")
+        if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+            raise DatasetError(f"{name}: x_{split} must be numeric, got {x.dtype}")
+    if x_pool.shape[1:] != x_test.shape[1:]:
+        raise DatasetError(f"{name}: x_train examples have shape {x_pool.shape[1:]} but "
+                           f"x_test examples {x_test.shape[1:]}; they must match")
+    if scale is None:
+        scale = 1 / 255.0 if x_pool.dtype == np.uint8 else 1.0
+    if image_size:
+        if x_pool.ndim != 4:
+            raise DatasetError(f"{name}: image_size applies to images of shape (n, h, w, c), "
+                               f"not to x of shape {x_pool.shape}")
+        x_pool, x_test = resize_images(x_pool, image_size), resize_images(x_test, image_size)
+    if num_classes is None:
+        num_classes = check_label_sets(name, y_pool, y_test=y_test)
+    else:
+        for split, y in (("train", y_pool), ("test", y_test)):
+            if y.max() >= num_classes:
+                raise DatasetError(f"{name}: y_{split} has label {int(y.max())}, outside "
+                                   f"0..{num_classes - 1}")
+    n_val = held_out_count(val_size, len(x_pool), name)
+    val_idx, train_idx = carve(len(x_pool), n_val, split_seed)
+    x_train, (x_val, x_test), _ = standardise(x_pool[train_idx], [x_pool[val_idx], x_test],
+                                              scale)
+    return Splits(name, int(num_classes), tuple(int(d) for d in x_train.shape[1:]),
+                  x_train, y_pool[train_idx], x_val, y_pool[val_idx], x_test, y_test)
