@@ -151,6 +151,27 @@ def test_a_small_model_learns_real_fashion_mnist(fashion_mnist):
     assert accuracy > 0.75  # chance is 0.1; this MLP reaches ~0.8 in seconds
 
 
+def test_tfkd_trains_and_evaluates_on_real_fashion_mnist(fashion_mnist, tmp_path):
+    """The mode in-process, as the command runs it: a training slice of real images, the
+    whole real validation and test splits, their sizes in the metrics record and table."""
+    import json
+
+    from tfkd import report
+    from tfkd.config import Config
+    from tfkd.modes import train
+    from tfkd.workdir import Workdir
+
+    config = Config(mode="train", dataset="keras:fashion_mnist", model="mlp", num_models=1,
+                    epochs=2, train_size=3000, workdir=str(tmp_path))
+    workdir = Workdir(tmp_path).create()
+    (row,) = train.run(config, workdir)
+    record = json.load(open(tmp_path / "metrics" / "member_0.json"))
+    sizes = {k: record["row"][k] for k in ("train_examples", "val_examples", "test_examples")}
+    assert sizes == {"train_examples": 3000, "val_examples": 6000, "test_examples": 10000}
+    assert row["test_accuracy"] > 0.7  # on all 10,000 real test images; chance is 0.1
+    assert "| 3000 / 6000 / 10000 |" in report.to_markdown([row])
+
+
 # --- keras: cache, mirror and offline message, on a private Keras home ----------------------
 
 

@@ -110,9 +110,12 @@ def increasing(low=1):
 
 
 def val_size_rule(value):
-    if value == 0 or 0 < value < 1 or (1 <= value < 2**53 and float(value).is_integer()):
-        return None
-    return "0 (the dataset's default), a fraction in (0, 1) or a whole number of examples"
+    if value == 0:
+        return None  # the dataset's default
+    from tfkd.data.registry import val_size_problem
+
+    problem = val_size_problem(value)
+    return f"0 (the dataset's default), {problem}" if problem else None
 
 
 def setting(default, group, help, *, choices=None, rule=None, item=None, remember=None,
@@ -163,16 +166,22 @@ class Config:
 
     # --- data ----------------------------------------------------------------------------
     dataset: str = setting(
-        "digits", "data", "Dataset: digits, mnist1d or multiview (no download needed), or a "
-        "TensorFlow Datasets image-classification set: cifar10, cifar100, mnist, "
-        "fashion_mnist, svhn_cropped, ...")
+        "digits", "data", "Dataset: digits, mnist1d or multiview (no download needed); "
+        "keras:NAME (keras.datasets: mnist, fashion_mnist, cifar10, cifar100); folder:PATH "
+        "(one sub-folder of images per class); npz:PATH (x_train, y_train, x_test, y_test); "
+        "or a TensorFlow Datasets image-classification set by name (cifar10, svhn_cropped, "
+        "...). See docs/data.md.")
     val_size: float = setting(
         0.0, "data", "Validation examples carved from the training split: a fraction in "
         "(0, 1) or a count (5000 gives CIFAR's 45k / 5k). 0: the dataset's default (10% for "
         "TFDS sets).", rule=val_size_rule)
+    train_size: int = setting(
+        0, "data", "Train on the first N examples of the training split, after the "
+        "validation examples are carved from it (validation and test stay whole); 0: all.",
+        rule=whole(0))
     image_size: int = setting(
-        0, "data", "Resize TFDS images to N x N (for sets whose images vary in size). 0: "
-        "native size.", rule=whole(0, 4096))
+        0, "data", "Resize images to N x N (TFDS, keras:, folder:, npz: sources; for sets "
+        "whose images vary in size). 0: native size.", rule=whole(0, 4096))
     augment: str = setting(
         "none", "data", "Training-batch augmentation. crop_flip: 4-pixel pad, random crop, "
         "horizontal flip (the standard CIFAR one); jitter: Ojha et al.'s colour jitter "
@@ -319,16 +328,13 @@ class Config:
 
     def _check_combinations(self):
         """The rules that relate two or more settings; each lives here once."""
-        from tfkd.data import DATASETS, dataset_names
-        from tfkd.data.tfds_loader import is_tfds_name
+        from tfkd.data import DatasetError, check_dataset_name
 
-        if self.dataset not in DATASETS and not is_tfds_name(self.dataset):
-            raise ConfigError(
-                f"unknown dataset {self.dataset!r}; choose one of: {', '.join(dataset_names())}"
-                ", or any other TensorFlow Datasets image-classification set")
-        if self.dataset in DATASETS and (self.data_dir or self.image_size):
-            raise ConfigError(f"--data_dir and --image_size apply to TFDS datasets, not to the "
-                              f"embedded {self.dataset!r}")
+        try:
+            check_dataset_name(self.dataset, data_dir=self.data_dir,
+                               image_size=self.image_size or None)
+        except DatasetError as e:
+            raise ConfigError(str(e)) from None
         if not self.tune_params:
             raise ConfigError(f"tune_params must name at least one of: "
                               f"{', '.join(choices_of('tune_params'))}")

@@ -187,21 +187,32 @@ def _resolve(name):
     return source, name
 
 
-def check_dataset_name(name: str) -> None:
+def check_dataset_name(name: str, *, data_dir: Optional[str] = None,
+                       image_size: Optional[int] = None) -> None:
     """Raises DatasetError (one line, listing the accepted forms) unless some source takes
-    `name`. Reads no data: for settings to call before anything is trained."""
-    _resolve(name)
+    `name` with these options. Reads no data: for settings to call before anything is
+    trained."""
+    source, _ = _resolve(name)
+    _check_options(name, source, data_dir, image_size)
+
+
+VAL_SIZE_ACCEPTED = "a fraction in (0, 1) or a whole number of examples >= 1"
+
+
+def val_size_problem(val_size) -> Optional[str]:
+    """None if `val_size` is a valid validation size, else what would be accepted. The one
+    copy of the rule: `load_dataset` and the settings schema both ask it."""
+    if isinstance(val_size, bool) or not isinstance(val_size, (int, float, np.integer,
+                                                               np.floating)):
+        return f"a number: {VAL_SIZE_ACCEPTED}"
+    if 0.0 < val_size < 1.0 or (1 <= val_size < 2**53 and float(val_size).is_integer()):
+        return None
+    return VAL_SIZE_ACCEPTED
 
 
 def check_val_size(val_size) -> None:
-    if val_size is None:
-        return
-    if isinstance(val_size, bool) or not isinstance(val_size, (int, float, np.integer,
-                                                               np.floating)):
-        raise DatasetError(f"val_size must be a number, got {val_size!r}")
-    if not (0.0 < val_size < 1.0 or (val_size >= 1 and float(val_size).is_integer())):
-        raise DatasetError(f"val_size must be a fraction in (0, 1) or a whole number of "
-                           f"examples >= 1, got {val_size!r}")
+    if val_size is not None and val_size_problem(val_size):
+        raise DatasetError(f"val_size must be {val_size_problem(val_size)}, got {val_size!r}")
 
 
 def _check_options(name, source, data_dir, image_size):

@@ -21,6 +21,13 @@ def load_splits(config):
     if config.augment != "none" and len(splits.input_shape) != 3:
         raise ConfigError(f"--augment={config.augment} needs images; {config.dataset} inputs "
                           f"have shape {splits.input_shape}")
+    if config.train_size:
+        if config.train_size > len(splits.x_train):
+            raise ConfigError(f"train_size={config.train_size} exceeds the {len(splits.x_train)} "
+                              f"training examples of {config.dataset}; give at most "
+                              f"{len(splits.x_train)}, or 0 for all")
+        splits = dataclasses.replace(splits, x_train=splits.x_train[:config.train_size],
+                                     y_train=splits.y_train[:config.train_size])
     if config.smoke:
         # A few batches: at most 4 steps per epoch.
         n = min(SMOKE_EXAMPLES, 4 * config.batch_size)
