@@ -160,8 +160,13 @@ def test_teachers_of_another_dataset_are_refused(tmp_path):
     teachers = tmp_path / "mnist1d_teachers"
     ok(tfkd("--smoke", "--mode=train", "--dataset=mnist1d", "--num_models=1", "--model=mlp",
             f"--workdir={teachers}"))
+    # Not given, the dataset is the teachers' own (their workdir's record says so).
+    same = ok(tfkd("--smoke", "--mode=distill", "--num_models=1", "--model=mlp",
+                   f"--teacher_dir={teachers}", f"--workdir={tmp_path / 'student'}"))
+    assert "dataset=mnist1d" in same.stderr
     result = tfkd("--smoke", "--mode=distill", "--num_models=1", "--model=mlp",
-                  f"--teacher_dir={teachers}", f"--workdir={tmp_path / 'student'}")
+                  "--dataset=digits", f"--teacher_dir={teachers}",
+                  f"--workdir={tmp_path / 'other_student'}")
     assert result.returncode == 2, result.stderr[-2000:]
     assert "teacher 0 takes inputs of shape (40, 1)" in result.stderr
     assert "Traceback" not in result.stderr

@@ -39,8 +39,9 @@ def model_identity(config, *, seed, teachers=None, alpha=None, extra=None):
     settings = {"seed": seed}
     if teachers is not None:
         settings["teachers"] = teachers.identity
-        settings["alpha"] = float(alpha)
     settings.update({name: getattr(config, name) for name in identity_fields(*scopes)})
+    if teachers is not None:
+        settings["alpha"] = float(alpha)  # a self-distillation step's own, not --alpha
     settings.update(extra or {})
     return json.loads(json.dumps(settings))
 
