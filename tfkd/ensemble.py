@@ -112,6 +112,14 @@ def average_logits(member_logits, average="logits"):
     return ops.logsumexp(log_probs, axis=0) - ops.log(float(len(member_logits)))
 
 
+def _without_compile_config(config):
+    # NOTE: a member's optimizer is of no use inside an Ensemble (nor to a Distiller's
+    # frozen teachers), and a member compiled again on load gets an optimizer without
+    # slots for its (then frozen) weights: Keras warns "Skipping variable loading for
+    # optimizer" on every load of a saved Ensemble or Distiller.
+    return {**config, "compile_config": None} if isinstance(config, dict) else config
+
+
 @keras.saving.register_keras_serializable(package="tfkd")
 class Ensemble(keras.Model):
     """Averages the outputs of `members`.
@@ -192,13 +200,11 @@ class Ensemble(keras.Model):
             "logits": ensemble_logits,
         }
 
-    def compute_output_shape(self, input_shape):
-        return self.members[0].compute_output_shape(input_shape)
-
     def get_config(self):
         return {
             **super().get_config(),
-            "members": [keras.saving.serialize_keras_object(m) for m in self.members],
+            "members": [_without_compile_config(keras.saving.serialize_keras_object(m))
+                        for m in self.members],
             "average": self.average,
             "member_outputs": self.member_outputs,
         }
