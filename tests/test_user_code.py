@@ -235,6 +235,25 @@ def test_import_tfkd_is_enough_to_load_a_distiller_and_an_ensemble(digits, teach
         assert loaded["result"][key] == pytest.approx(value, rel=1e-5)
 
 
+@pytest.mark.parametrize("first_import", [
+    "import tfkd.ensemble",  # Keras is first imported by a module the hook then imports
+    "import tfkd, tensorflow",  # TensorFlow imports Keras before it has finished itself
+])
+def test_tfkd_classes_are_registered_whichever_import_comes_first(first_import):
+    script = textwrap.dedent(f"""
+        {first_import}
+        import keras
+        names = ["Distiller", "Ensemble", "SoftTargetKL", "CrossEntropy", "TeacherAgreement",
+                 "Warmup"]
+        missing = [n for n in names if keras.saving.get_registered_object("tfkd>" + n) is None]
+        assert not missing, missing
+        print("OK")
+    """)
+    out = subprocess.run([sys.executable, "-c", script], env=ENV, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
+
+
 def test_reloaded_distiller_keeps_optimizer_metrics_and_settings(digits, teachers, tmp_path):
     x, y = digits
     distiller = tfkd.Distiller(student=functional_student(0), teachers=teachers, alpha=0.3,

@@ -27,10 +27,11 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+# NOTE: modules, not names: importing Keras registers tfkd's saveable classes by importing
+# these modules (see tfkd/__init__.py), possibly while one of them is half imported.
+from tfkd import ensemble as ensemble_lib
 from tfkd import losses as losses_lib
 from tfkd import metrics as metrics_lib
-from tfkd.ensemble import (AVERAGES, OUTPUTS, Ensemble, average_logits, check_compatible,
-                           check_outputs, looks_like_probabilities, probabilities_to_logits)
 
 INPUTS_KEY = "inputs"
 TEACHER_LOGITS_KEY = "teacher_logits"
@@ -61,12 +62,12 @@ def split_teacher_logits(x):
 def check_teachers(teachers, student, student_name="the student"):
     """The teachers' models as a list (from a model, a list or an Ensemble), after a
     ValueError naming the first one whose classes or input shape differ from the student's."""
-    if isinstance(teachers, Ensemble):
+    if isinstance(teachers, ensemble_lib.Ensemble):
         members = teachers.members
     else:
         members = list(teachers) if isinstance(teachers, (list, tuple)) else [teachers]
-    check_compatible(members, [f"teacher {i}" for i in range(len(members))],
-                     reference=student, reference_name=student_name)
+    ensemble_lib.check_compatible(members, [f"teacher {i}" for i in range(len(members))],
+                                  reference=student, reference_name=student_name)
     return members
 
 
@@ -94,9 +95,10 @@ def _check_student(student):
     """`student` if it is a single keras.Model; a ValueError that says what went wrong otherwise."""
     if student is None:
         raise ValueError("Distiller needs student=, the keras.Model that trains")
-    if isinstance(student, Ensemble) or (isinstance(student, (list, tuple)) and student):
+    ensemble = isinstance(student, ensemble_lib.Ensemble)
+    if ensemble or (isinstance(student, (list, tuple)) and student):
         # The likeliest cause: arguments swapped, as core Keras's Distiller(teacher, student).
-        what = "a tfkd.Ensemble" if isinstance(student, Ensemble) else "a list of models"
+        what = "a tfkd.Ensemble" if ensemble else "a list of models"
         raise ValueError(
             f"student is {what}, which looks like the teachers: write "
             "Distiller(student=new_model, teachers=ensemble_or_list)")
@@ -107,10 +109,10 @@ def _check_student(student):
 
 def _teacher_outputs(teacher_outputs, teachers):
     """The teachers' output kind: the argument, else an Ensemble's own, else "logits"."""
-    if teacher_outputs is not None and teacher_outputs not in OUTPUTS:
+    if teacher_outputs is not None and teacher_outputs not in ensemble_lib.OUTPUTS:
         raise ValueError(f"unknown teacher_outputs {teacher_outputs!r}; choose one of: "
-                         f"{', '.join(OUTPUTS)}")
-    if isinstance(teachers, Ensemble):
+                         f"{', '.join(ensemble_lib.OUTPUTS)}")
+    if isinstance(teachers, ensemble_lib.Ensemble):
         if teacher_outputs is not None and teacher_outputs != teachers.member_outputs:
             raise ValueError(
                 f"teacher_outputs={teacher_outputs!r} conflicts with the Ensemble's "
@@ -222,7 +224,7 @@ class Distiller(keras.Model):
         if teacher is not None:
             if teachers is not None:
                 raise ValueError("give teachers= or teacher=, not both")
-            if not isinstance(teacher, keras.Model) or isinstance(teacher, Ensemble):
+            if not isinstance(teacher, keras.Model) or isinstance(teacher, ensemble_lib.Ensemble):
                 raise ValueError(f"teacher= takes one keras.Model, got {type(teacher).__name__}; "
                                  "pass several models, or an Ensemble, as teachers=")
             teachers = teacher
@@ -270,15 +272,16 @@ class Distiller(keras.Model):
 
     @staticmethod
     def _wrap_teachers(teachers, teacher_average, teacher_outputs, student):
-        if teacher_average is not None and teacher_average not in AVERAGES:
+        if teacher_average is not None and teacher_average not in ensemble_lib.AVERAGES:
             raise ValueError(
-                f"unknown teacher_average {teacher_average!r}; choose one of: {', '.join(AVERAGES)}")
+                f"unknown teacher_average {teacher_average!r}; choose one of: "
+                f"{', '.join(ensemble_lib.AVERAGES)}")
         if teachers is None:
             return None
         if isinstance(teachers, (list, tuple)) and not teachers:
             raise ValueError("teachers is an empty list; pass at least one teacher, or None "
                              "with alpha=1 for plain supervised training")
-        if isinstance(teachers, Ensemble):
+        if isinstance(teachers, ensemble_lib.Ensemble):
             if teacher_average is not None and teacher_average != teachers.average:
                 raise ValueError(
                     f"teacher_average={teacher_average!r} conflicts with the Ensemble's "
@@ -287,12 +290,12 @@ class Distiller(keras.Model):
         if any(member is student for member in members):
             raise ValueError("the student is also one of the teachers; a Distiller trains a "
                              "new student: Distiller(student=new_model, teachers=...)")
-        if isinstance(teachers, Ensemble):
+        if isinstance(teachers, ensemble_lib.Ensemble):
             return teachers
-        check_outputs(members, [f"teacher {i}" for i in range(len(members))], teacher_outputs,
-                      "teacher_outputs='probabilities'")
-        return Ensemble(members, average=teacher_average or "logits",
-                        member_outputs=teacher_outputs, name="teachers")
+        ensemble_lib.check_outputs(members, [f"teacher {i}" for i in range(len(members))],
+                                   teacher_outputs, "teacher_outputs='probabilities'")
+        return ensemble_lib.Ensemble(members, average=teacher_average or "logits",
+                                     member_outputs=teacher_outputs, name="teachers")
 
     def _build_hint(self):
         self.hint_adapter = None
@@ -342,7 +345,7 @@ class Distiller(keras.Model):
     def _cached_logits(self, teacher_logits):
         """Precomputed teacher outputs as logits (see teacher_outputs)."""
         if teacher_logits is not None and self.teacher_outputs == "probabilities":
-            return probabilities_to_logits(teacher_logits)
+            return ensemble_lib.probabilities_to_logits(teacher_logits)
         return teacher_logits
 
     def _teacher_forward(self, inputs, teacher_logits):
@@ -360,8 +363,8 @@ class Distiller(keras.Model):
             outputs = [first_outputs] + [m(inputs, training=False)
                                          for m in self.teachers.members[1:]]
             if self.teacher_outputs == "probabilities":
-                outputs = [probabilities_to_logits(p) for p in outputs]
-            teacher_logits = average_logits(outputs, self.teachers.average)
+                outputs = [ensemble_lib.probabilities_to_logits(p) for p in outputs]
+            teacher_logits = ensemble_lib.average_logits(outputs, self.teachers.average)
         return teacher_logits, features
 
     def _needs_teachers(self, teacher_logits):
@@ -489,7 +492,7 @@ class Distiller(keras.Model):
         if self.teacher_outputs != "logits" or self.alpha == 1.0:
             return
         if teacher_logits is not None:
-            if looks_like_probabilities(teacher_logits[:64]):
+            if ensemble_lib.looks_like_probabilities(teacher_logits[:64]):
                 raise ValueError(
                     "the precomputed teacher_logits are probabilities (non-negative, each row "
                     "sums to 1), which would be read as logits; pass "
@@ -500,7 +503,7 @@ class Distiller(keras.Model):
             self._teachers_probed = True
             sample = tf.nest.map_structure(lambda v: v[:8], inputs)
             for i, member in enumerate(self.teachers.members):
-                if looks_like_probabilities(member(sample, training=False)):
+                if ensemble_lib.looks_like_probabilities(member(sample, training=False)):
                     raise ValueError(
                         f"teacher {i} outputs probabilities (non-negative, each row sums to 1), "
                         "which would be read as logits; pass teacher_outputs='probabilities' "
