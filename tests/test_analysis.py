@@ -153,6 +153,18 @@ def test_grad_cam_on_a_sequential_model_with_valid_padding():
     assert maps.shape == (4, 8, 8)  # the 6x6 feature maps are upsampled to the input
 
 
+def test_grad_cam_on_a_sequential_model_loaded_from_keras_file(tmp_path):
+    model = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
+         keras.layers.BatchNormalization(), keras.layers.Flatten(), keras.layers.Dense(3)])
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    x = np.random.default_rng(0).uniform(size=(4, 8, 8, 1))
+    maps = gradcam.grad_cam(loaded, x)
+    assert maps.shape == (4, 8, 8) and maps.max() == pytest.approx(1.0)
+    np.testing.assert_allclose(maps, gradcam.grad_cam(model, x), rtol=1e-5, atol=1e-6)
+
+
 def test_grad_cam_on_signals():
     model = build_model("cnn", (40, 1), 10, seed=0)
     x = np.random.default_rng(0).normal(size=(5, 40, 1)).astype("float32")

@@ -34,6 +34,10 @@ def teachers(digits):
     return trained_teachers(digits)
 
 
+def feature_hint(weight):
+    return Hint(teacher_layer="features", student_layer="features", weight=weight)
+
+
 def weights_of(model):
     return [np.array(w) for w in model.get_weights()]
 
@@ -55,7 +59,7 @@ def test_alpha_one_is_plain_cross_entropy_loss_and_gradients(digits, teachers):
     x, y = digits
     xb, yb = x[:BATCH], y[:BATCH]
     student = make_tiny_cnn(7, batch_norm=False)
-    distiller = Distiller(student, teachers, alpha=1.0, temperature=3.0)
+    distiller = Distiller(student=student, teachers=teachers, alpha=1.0, temperature=3.0)
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
     with tf.GradientTape(persistent=True) as tape:
@@ -73,7 +77,7 @@ def test_alpha_one_fit_equals_plain_keras_fit(digits):
     xb, yb = x[:BATCH], y[:BATCH]
     plain, student = make_tiny_cnn(7), make_tiny_cnn(7)
     one_sgd_step(plain, xb, yb, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    one_sgd_step(Distiller(student, None, alpha=1.0), xb, yb)
+    one_sgd_step(Distiller(student=student, teachers=None, alpha=1.0), xb, yb)
     for w_plain, w in zip(weights_of(plain), weights_of(student)):
         np.testing.assert_allclose(w, w_plain, rtol=1e-6, atol=1e-7)
     assert not np.allclose(weights_of(student)[0], weights_of(make_tiny_cnn(7))[0])
@@ -85,8 +89,8 @@ def test_alpha_one_fit_equals_plain_keras_fit(digits):
 def test_teacher_weights_bit_identical_after_fit(digits, teachers):
     x, y = digits
     before = [weights_of(t) for t in teachers]
-    distiller = Distiller(make_tiny_cnn(8), teachers, alpha=0.3, temperature=4.0,
-                          hint=Hint("features", "features", 0.5))
+    distiller = Distiller(student=make_tiny_cnn(8), teachers=teachers, alpha=0.3, temperature=4.0,
+                          hint=feature_hint(0.5))
     distiller.compile(optimizer=keras.optimizers.Adam(0.01))
     distiller.fit(x[:256], y[:256], batch_size=BATCH, epochs=2, verbose=0)
     for t, w_before in zip(teachers, before):
@@ -106,7 +110,7 @@ def test_kd_loss_equals_numpy(digits, teachers, average, temperature):
     x, y = digits
     xb, yb = x[:BATCH], y[:BATCH]
     student = make_tiny_cnn(9, batch_norm=False)  # predict() must match the training-mode forward
-    distiller = Distiller(student, teachers, alpha=0.0, temperature=temperature,
+    distiller = Distiller(student=student, teachers=teachers, alpha=0.0, temperature=temperature,
                           teacher_average=average)
     distiller.compile(optimizer=keras.optimizers.SGD(0.0))
     logs = distiller.fit(xb, yb, batch_size=BATCH, epochs=1, shuffle=False, verbose=0).history
@@ -136,7 +140,7 @@ def test_probability_mse_and_mixture_equal_numpy(digits, teachers):
     x, y = digits
     xb, yb = x[:BATCH], y[:BATCH]
     student = make_tiny_cnn(9, batch_norm=False)  # predict() must match the training-mode forward
-    distiller = Distiller(student, teachers[0], alpha=0.25, temperature=2.0,
+    distiller = Distiller(student=student, teachers=teachers[0], alpha=0.25, temperature=2.0,
                           distillation_loss="probability_mse")
     distiller.compile(optimizer=keras.optimizers.SGD(0.0))
     logs = distiller.fit(xb, yb, batch_size=BATCH, epochs=1, shuffle=False, verbose=0).history
@@ -153,7 +157,8 @@ def test_hint_loss_equals_numpy(digits, teachers):
     x, y = digits
     xb, yb = x[:BATCH], y[:BATCH]
     student = make_tiny_cnn(9, batch_norm=False)  # predict() must match the training-mode forward
-    distiller = Distiller(student, teachers, alpha=0.5, hint=Hint("features", "features", 2.0))
+    distiller = Distiller(student=student, teachers=teachers, alpha=0.5,
+                          hint=feature_hint(2.0))
     distiller.compile(optimizer=keras.optimizers.SGD(0.0))
     logs = distiller.fit(xb, yb, batch_size=BATCH, epochs=1, shuffle=False, verbose=0).history
     feats = lambda m: keras.Model(m.inputs, m.get_layer("features").output).predict(xb, verbose=0)  # noqa: E731
@@ -176,7 +181,7 @@ def test_cached_teacher_logits_give_same_loss_and_update(digits, teachers):
     results = []
     for inputs, teacher_arg in ((xs, teachers), (with_teacher_logits(xs, cached), None)):
         student = make_tiny_cnn(11)
-        distiller = Distiller(student, teacher_arg, alpha=0.3, temperature=4.0)
+        distiller = Distiller(student=student, teachers=teacher_arg, alpha=0.3, temperature=4.0)
         distiller.compile(optimizer=keras.optimizers.SGD(0.05))
         history = distiller.fit(inputs, ys, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
         results.append((history.history, weights_of(student)))
@@ -196,8 +201,8 @@ def test_hint_with_cached_logits_equals_online_teachers(digits, teachers):
     results = []
     for inputs in (xs, with_teacher_logits(xs, cached)):
         student = make_tiny_cnn(12)
-        distiller = Distiller(student, teachers, alpha=0.3, temperature=4.0,
-                              hint=Hint("features", "features", 0.5), seed=0)
+        distiller = Distiller(student=student, teachers=teachers, alpha=0.3, temperature=4.0,
+                              hint=feature_hint(0.5), seed=0)
         distiller.compile(optimizer=keras.optimizers.SGD(0.05))
         history = distiller.fit(inputs, ys, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
         results.append((history.history, weights_of(student)))
@@ -213,7 +218,7 @@ def test_cached_logits_through_tf_data(digits, teachers):
     x, y = digits
     cached = tfkd.Ensemble(teachers).predict(x[:64], verbose=0)
     ds = tf.data.Dataset.from_tensor_slices((with_teacher_logits(x[:64], cached), y[:64])).batch(16)
-    distiller = Distiller(make_tiny_cnn(3), None, alpha=0.0)
+    distiller = Distiller(student=make_tiny_cnn(3), teachers=None, alpha=0.0)
     distiller.compile(optimizer=keras.optimizers.Adam(0.01))
     history = distiller.fit(ds, epochs=1, verbose=0).history
     assert history["distillation_loss"][0] > 0
@@ -221,7 +226,7 @@ def test_cached_logits_through_tf_data(digits, teachers):
 
 def test_no_teachers_and_no_cache_is_a_clear_error(digits):
     x, y = digits
-    distiller = Distiller(make_tiny_cnn(3), None, alpha=0.5)
+    distiller = Distiller(student=make_tiny_cnn(3), teachers=None, alpha=0.5)
     distiller.compile(optimizer="sgd")
     with pytest.raises(ValueError, match="teacher_logits"):
         distiller.fit(x[:32], y[:32], verbose=0)
@@ -241,14 +246,15 @@ def _one_step_weights(strategy, digits, teacher_weights, alpha, hint):
         # No BatchNorm in the student: per-replica batch statistics would make
         # the forward pass itself differ between 1 and 2 replicas.
         student = make_tiny_cnn(5, batch_norm=False)
-        distiller = Distiller(student, teachers, alpha=alpha, temperature=2.0, hint=hint, seed=0)
+        distiller = Distiller(student=student, teachers=teachers, alpha=alpha, temperature=2.0,
+                              hint=hint, seed=0)
         distiller.compile(optimizer=keras.optimizers.SGD(0.5))
     ds = tf.data.Dataset.from_tensor_slices((x[:64], y[:64])).batch(64)
     history = distiller.fit(ds, epochs=1, verbose=0).history
     return weights_of(student), history
 
 
-@pytest.mark.parametrize("alpha,hint", [(0.0, None), (0.5, None), (0.5, Hint("features", "features", 1.0))])
+@pytest.mark.parametrize("alpha,hint", [(0.0, None), (0.5, None), (0.5, feature_hint(1.0))])
 def test_mirrored_two_replicas_equal_one_device(digits, teachers, mirrored_strategy, alpha, hint):
     teacher_weights = [weights_of(t) for t in teachers[:2]]
     one = tf.distribute.OneDeviceStrategy("/cpu:0")
@@ -266,7 +272,7 @@ def test_mirrored_two_replicas_equal_one_device(digits, teachers, mirrored_strat
 
 def test_jit_compile_on_one_device(digits, teachers):
     x, y = digits
-    distiller = Distiller(make_tiny_cnn(4), teachers, alpha=0.5)
+    distiller = Distiller(student=make_tiny_cnn(4), teachers=teachers, alpha=0.5)
     distiller.compile(optimizer=keras.optimizers.Adam(0.01), jit_compile=True)
     history = distiller.fit(x[:128], y[:128], batch_size=BATCH, epochs=2, verbose=0).history
     assert np.isfinite(history["loss"]).all()
@@ -279,7 +285,7 @@ def test_jit_compile_on_one_device(digits, teachers):
 def test_call_returns_student_output_and_evaluate_reports_student(digits, teachers):
     x, y = digits
     student = make_tiny_cnn(6)
-    distiller = Distiller(student, teachers, alpha=0.5)
+    distiller = Distiller(student=student, teachers=teachers, alpha=0.5)
     distiller.compile(optimizer="adam")
     np.testing.assert_array_equal(distiller(x[:16]).numpy(), student(x[:16]).numpy())
     result = distiller.evaluate(x[:64], y[:64], verbose=0, return_dict=True)
@@ -290,9 +296,9 @@ def test_call_returns_student_output_and_evaluate_reports_student(digits, teache
 
 
 def test_get_config_round_trip(teachers):
-    distiller = Distiller(make_tiny_cnn(6), teachers, alpha=0.2, temperature=3.0,
+    distiller = Distiller(student=make_tiny_cnn(6), teachers=teachers, alpha=0.2, temperature=3.0,
                           distillation_loss="probability_mse", teacher_average="probabilities",
-                          hint=Hint("features", "features", 0.1))
+                          hint=feature_hint(0.1))
     clone = Distiller.from_config(distiller.get_config())
     assert (clone.alpha, clone.temperature, clone.hint) == (0.2, 3.0, distiller.hint)
     assert type(clone.distillation_loss).__name__ == "ProbabilityMSE"
@@ -303,7 +309,7 @@ def test_get_config_round_trip(teachers):
 def test_saved_student_loads_without_tfkd(digits, teachers, tmp_path):
     x, y = digits
     student = make_tiny_cnn(12)
-    distiller = Distiller(student, teachers, alpha=0.5)
+    distiller = Distiller(student=student, teachers=teachers, alpha=0.5)
     distiller.compile(optimizer="adam")
     distiller.fit(x[:128], y[:128], epochs=1, verbose=0)
     path = tmp_path / "student.keras"
@@ -337,32 +343,34 @@ def test_saved_student_loads_without_tfkd(digits, teachers, tmp_path):
 ])
 def test_bad_arguments_raise_clear_errors(teachers, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        Distiller(make_tiny_cnn(0), teachers, **kwargs)
+        Distiller(student=make_tiny_cnn(0), teachers=teachers, **kwargs)
 
 
 def test_empty_teacher_list():
     with pytest.raises(ValueError, match="teachers is an empty list"):
-        Distiller(make_tiny_cnn(0), [], alpha=0.5)
+        Distiller(student=make_tiny_cnn(0), teachers=[], alpha=0.5)
 
 
 def test_teachers_with_other_number_of_classes():
     with pytest.raises(ValueError, match="teacher 0 predicts 5 classes but the student predicts 10"):
-        Distiller(make_tiny_cnn(0), [make_tiny_cnn(1, num_classes=5)])
+        Distiller(student=make_tiny_cnn(0), teachers=[make_tiny_cnn(1, num_classes=5)])
 
 
 def test_teachers_with_other_input_shape():
     with pytest.raises(ValueError, match=r"teacher 1 takes inputs of shape \(16, 16, 1\)"):
-        Distiller(make_tiny_cnn(0), [make_tiny_cnn(1), make_tiny_cnn(2, input_shape=(16, 16, 1))])
+        Distiller(student=make_tiny_cnn(0),
+                  teachers=[make_tiny_cnn(1), make_tiny_cnn(2, input_shape=(16, 16, 1))])
 
 
 def test_hint_layer_missing(teachers):
     with pytest.raises(ValueError, match="the student has no layer named 'nope'"):
-        Distiller(make_tiny_cnn(0), teachers, hint=Hint("nope", "features"))
+        Distiller(student=make_tiny_cnn(0), teachers=teachers,
+                  hint=Hint(teacher_layer="features", student_layer="nope"))
 
 
 def test_keras_callbacks_know_metric_directions(digits, teachers):
     x, y = digits
-    distiller = Distiller(make_tiny_cnn(6), teachers, alpha=0.5)
+    distiller = Distiller(student=make_tiny_cnn(6), teachers=teachers, alpha=0.5)
     distiller.compile(optimizer="adam")
     checkpoint = keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=10)
     history = distiller.fit(x[:128], y[:128], validation_data=(x[128:192], y[128:192]),
@@ -371,7 +379,7 @@ def test_keras_callbacks_know_metric_directions(digits, teachers):
 
 
 def test_compile_refuses_a_loss(teachers):
-    distiller = Distiller(make_tiny_cnn(6), teachers)
+    distiller = Distiller(student=make_tiny_cnn(6), teachers=teachers)
     with pytest.raises(ValueError, match="builds its own loss"):
         distiller.compile(optimizer="adam", loss="mse")
 
@@ -385,8 +393,9 @@ def test_alpha_outside_unit_interval_needs_extrapolate(digits, teachers, alpha):
     xb, yb = x[:BATCH], y[:BATCH]
     student = make_tiny_cnn(7, batch_norm=False)
     with pytest.raises(ValueError, match="extrapolate=True"):
-        Distiller(student, teachers, alpha=alpha)
-    distiller = Distiller(student, teachers, alpha=alpha, extrapolate=True, temperature=2.0)
+        Distiller(student=student, teachers=teachers, alpha=alpha)
+    distiller = Distiller(student=student, teachers=teachers, alpha=alpha, extrapolate=True,
+                          temperature=2.0)
     logits, teacher_logits = student(xb), distiller.teachers(xb)
     terms = distiller._loss_terms(yb, logits, teacher_logits, None, None, None)
     # Both terms keep their (possibly negative) weights.
@@ -401,7 +410,7 @@ def test_alpha_one_with_cached_teacher_logits_trains(digits, teachers):
     alpha is 1) are ignored, not an error."""
     x, y = digits
     student = make_tiny_cnn(7)
-    distiller = Distiller(student, None, alpha=1.0)
+    distiller = Distiller(student=student, teachers=None, alpha=1.0)
     distiller.compile(optimizer="adam")
     logits = teachers[0].predict(x[:64], verbose=0)
     distiller.fit(with_teacher_logits(x[:64], logits), y[:64], batch_size=32, epochs=1,

@@ -74,3 +74,22 @@ def test_bad_members():
         tfkd.Ensemble([make_tiny_cnn(1)], average="median")
     with pytest.raises(ValueError, match="ensemble member 1 predicts 3 classes"):
         tfkd.Ensemble([make_tiny_cnn(1), make_tiny_cnn(2, num_classes=3)])
+
+
+@pytest.mark.parametrize("average", ["logits", "probabilities"])
+def test_members_that_output_probabilities(digits, members, average):
+    x, y = digits
+    softmax_members = []
+    for m in members:
+        probs = keras.layers.Softmax()(m.outputs[0])
+        softmax_members.append(keras.Model(m.inputs, probs))
+    with pytest.raises(ValueError, match="ensemble member 0 ends in a softmax"):
+        tfkd.Ensemble(softmax_members, average=average)
+    from_probs = tfkd.Ensemble(softmax_members, average=average, member_outputs="probabilities")
+    from_logits = tfkd.Ensemble(members, average=average)
+    np.testing.assert_allclose(metrics.softmax(from_probs.predict(x[:20], verbose=0)),
+                               metrics.softmax(from_logits.predict(x[:20], verbose=0)),
+                               rtol=1e-4, atol=1e-6)
+    report = from_probs.evaluate_members(x[:200], y[:200])
+    assert report["ensemble"]["accuracy"] == pytest.approx(
+        from_logits.evaluate_members(x[:200], y[:200])["ensemble"]["accuracy"])

@@ -2,6 +2,8 @@
 
 import importlib
 
+import wrapt
+
 __version__ = "0.1.0"
 
 # Loaded on first use, so that `tfkd --help` and the CLI's bad-flag errors answer
@@ -20,6 +22,23 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
+
+# The modules whose classes a saved model can name (Distiller, Ensemble, the losses,
+# metrics and learning-rate schedules), registered with keras.saving by importing them.
+_SERIALIZABLE = ("tfkd.distiller", "tfkd.ensemble", "tfkd.losses", "tfkd.metrics", "tfkd.optim")
+
+
+def _register_with_keras(keras_module):
+    for module in _SERIALIZABLE:
+        importlib.import_module(module)
+
+
+# NOTE: `import tfkd` must not import Keras (5 s, and TensorFlow with it), yet
+# `import tfkd; keras.saving.load_model("distiller.keras")` must find tfkd's classes,
+# whose registration runs when their modules are imported. A post-import hook
+# registers them as soon as Keras is imported, or now if it already is. wrapt (a
+# dependency of TensorFlow) provides the hook; importing it costs about 0.1 s.
+wrapt.register_post_import_hook(_register_with_keras, "keras")
 
 
 def __getattr__(name):

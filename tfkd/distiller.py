@@ -11,6 +11,12 @@ Precomputed teacher outputs: feed `x` as a dict
 ``{"inputs": x, "teacher_logits": t}`` (see `with_teacher_logits`); the
 Distiller then runs no teacher forward pass (unless a hint loss needs the
 teacher's features, which the cache does not hold).
+
+The Distiller is built as soon as it knows its input: at construction when the
+student and teachers are built (functional models, Sequential models with an
+Input or loaded from `.keras`), otherwise from the first batch of `fit` or
+`evaluate`, before any callback starts. So `save_weights`, `ModelCheckpoint`,
+`BackupAndRestore` and keras-tuner work with no `build()` call of the user's.
 """
 
 import dataclasses
@@ -21,9 +27,11 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+# NOTE: modules, not names: importing Keras registers tfkd's saveable classes by importing
+# these modules (see tfkd/__init__.py), possibly while one of them is half imported.
+from tfkd import ensemble as ensemble_lib
 from tfkd import losses as losses_lib
 from tfkd import metrics as metrics_lib
-from tfkd.ensemble import AVERAGES, Ensemble, average_logits, check_compatible
 
 INPUTS_KEY = "inputs"
 TEACHER_LOGITS_KEY = "teacher_logits"
@@ -54,29 +62,84 @@ def split_teacher_logits(x):
 def check_teachers(teachers, student, student_name="the student"):
     """The teachers' models as a list (from a model, a list or an Ensemble), after a
     ValueError naming the first one whose classes or input shape differ from the student's."""
-    if isinstance(teachers, Ensemble):
+    if isinstance(teachers, ensemble_lib.Ensemble):
         members = teachers.members
     else:
         members = list(teachers) if isinstance(teachers, (list, tuple)) else [teachers]
-    check_compatible(members, [f"teacher {i}" for i in range(len(members))],
-                     reference=student, reference_name=student_name)
+    ensemble_lib.check_compatible(members, [f"teacher {i}" for i in range(len(members))],
+                                  reference=student, reference_name=student_name)
     return members
 
 
-@dataclasses.dataclass(frozen=True)
+# NOTE: keyword-only, because the command line writes TEACHER_LAYER:STUDENT_LAYER and an
+# earlier positional Hint(student_layer, teacher_layer) read the other way round.
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Hint:
     """FitNets hint: regress `student_layer`'s output, through a learned adapter, onto `teacher_layer`'s.
 
-    With an ensemble of teachers the hint comes from its first member.
+    `Hint(teacher_layer="features", student_layer="features", weight=0.5)`; the
+    fields are keyword-only. With an ensemble of teachers the hint comes from its
+    first member.
     """
 
-    student_layer: str
     teacher_layer: str
+    student_layer: str
     weight: float = 1.0
 
     def __post_init__(self):
         if not self.weight >= 0:
             raise ValueError(f"hint weight must be >= 0, got {self.weight!r}")
+
+
+def _check_student(student):
+    """`student` if it is a single keras.Model; a ValueError that says what went wrong otherwise."""
+    if student is None:
+        raise ValueError("Distiller needs student=, the keras.Model that trains")
+    ensemble = isinstance(student, ensemble_lib.Ensemble)
+    if ensemble or (isinstance(student, (list, tuple)) and student):
+        # The likeliest cause: arguments swapped, as core Keras's Distiller(teacher, student).
+        what = "a tfkd.Ensemble" if ensemble else "a list of models"
+        raise ValueError(
+            f"student is {what}, which looks like the teachers: write "
+            "Distiller(student=new_model, teachers=ensemble_or_list)")
+    if not isinstance(student, keras.Model):
+        raise ValueError(f"student must be a keras.Model, got {type(student).__name__}")
+    return student
+
+
+def _teacher_outputs(teacher_outputs, teachers):
+    """The teachers' output kind: the argument, else an Ensemble's own, else "logits"."""
+    if teacher_outputs is not None and teacher_outputs not in ensemble_lib.OUTPUTS:
+        raise ValueError(f"unknown teacher_outputs {teacher_outputs!r}; choose one of: "
+                         f"{', '.join(ensemble_lib.OUTPUTS)}")
+    if isinstance(teachers, ensemble_lib.Ensemble):
+        if teacher_outputs is not None and teacher_outputs != teachers.member_outputs:
+            raise ValueError(
+                f"teacher_outputs={teacher_outputs!r} conflicts with the Ensemble's "
+                f"member_outputs={teachers.member_outputs!r}; set it on the Ensemble")
+        return teachers.member_outputs
+    return teacher_outputs or "logits"
+
+
+def _first_replica(value, strategy):
+    """One local replica's part of a distributed batch (the batch itself otherwise)."""
+    if isinstance(value, tf.distribute.DistributedValues):
+        return strategy.experimental_local_results(value)[0]
+    return value
+
+
+def _check_widths(student_logits, teacher_logits, cached):
+    """A ValueError naming both class counts when teacher and student outputs differ in width.
+
+    Static shapes, so it costs nothing per step and fires when the step is traced.
+    """
+    if teacher_logits is None:
+        return
+    student_classes, teacher_classes = student_logits.shape[-1], teacher_logits.shape[-1]
+    if None not in (student_classes, teacher_classes) and student_classes != teacher_classes:
+        source = "the precomputed teacher_logits have" if cached else "the teachers predict"
+        raise ValueError(f"{source} {teacher_classes} classes but the student predicts "
+                         f"{student_classes}; teachers and student must share the label set")
 
 
 def _layer_output(model, name, role):
@@ -112,12 +175,18 @@ def _build_adapter(student_shape, teacher_shape, seed=None):
 class Distiller(keras.Model):
     """Trains `student` on ground truth and on the (averaged, frozen) outputs of `teachers`.
 
+    `Distiller(student=model, teachers=[t1, t2], alpha=0.5)`: every argument is a
+    keyword (core Keras's `keras.distillation.Distiller` takes the teacher first;
+    a positional call here is refused rather than read either way).
+
     Args:
-      student: a keras.Model that outputs logits. It stays a plain Keras model:
-        save it with `distiller.student.save(...)` and load it without tfkd.
-      teachers: None, a keras.Model, a list of models, or an `Ensemble`; all
-        output logits. None is allowed when alpha = 1 or when every batch
-        carries precomputed `teacher_logits`.
+      student: the keras.Model that trains; it outputs logits. It stays a plain
+        Keras model: save it with `distiller.student.save(...)` and load it without tfkd.
+      teachers: None, a keras.Model, a list of models, or an `Ensemble`. None is
+        allowed when alpha = 1 or when every batch carries precomputed
+        `teacher_logits`.
+      teacher: one teacher model, as core Keras's Distiller names it (give
+        `teachers` or `teacher`, not both).
       alpha: weight of the ground-truth loss, in [0, 1] (any finite value with
         `extrapolate=True`).
       temperature: softening temperature (> 0) of the distillation loss.
@@ -125,9 +194,13 @@ class Distiller(keras.Model):
         or any `keras.losses.Loss` taking (teacher_logits, student_logits).
       teacher_average: "logits" or "probabilities", how a list of teachers is
         averaged (an `Ensemble` passed in keeps its own).
+      teacher_outputs: what the teachers (and precomputed `teacher_logits`) hold:
+        "logits" (default) or "probabilities" (models ending in a softmax), which
+        are taken as the logits log(p). Softmax teachers, or batches of
+        probabilities, given as "logits" are refused with a ValueError.
       hint: optional `Hint` (or a dict of its fields).
-      student_loss: ground-truth loss; sparse categorical cross-entropy on
-        logits by default.
+      student_loss: ground-truth loss; by default `tfkd.losses.CrossEntropy`,
+        which takes integer labels or one-hot labels.
       seed: seeds the initialisation of the hint adapter (the only weights
         the Distiller creates itself).
       extrapolate: accept alpha outside [0, 1]. alpha > 1 gives the teacher a
@@ -137,12 +210,24 @@ class Distiller(keras.Model):
         term is unbounded below, so watch the loss.
     """
 
-    def __init__(self, student, teachers=None, *, alpha=0.5, temperature=4.0,
-                 distillation_loss="kl", teacher_average=None, hint=None,
-                 student_loss=None, seed=None, extrapolate=False, **kwargs):
+    def __init__(self, *args, student=None, teachers=None, teacher=None, alpha=0.5,
+                 temperature=4.0, distillation_loss="kl", teacher_average=None,
+                 teacher_outputs=None, hint=None, student_loss=None, seed=None,
+                 extrapolate=False, **kwargs):
+        if args:
+            raise TypeError(
+                "Distiller takes its models by keyword: Distiller(student=..., teachers=...) "
+                "(core Keras's Distiller takes the teacher first, tfkd's took the student "
+                "first: keywords leave no doubt)")
         super().__init__(**kwargs)
-        if not isinstance(student, keras.Model):
-            raise ValueError(f"student must be a keras.Model, got {type(student).__name__}")
+        student = _check_student(student)
+        if teacher is not None:
+            if teachers is not None:
+                raise ValueError("give teachers= or teacher=, not both")
+            if not isinstance(teacher, keras.Model) or isinstance(teacher, ensemble_lib.Ensemble):
+                raise ValueError(f"teacher= takes one keras.Model, got {type(teacher).__name__}; "
+                                 "pass several models, or an Ensemble, as teachers=")
+            teachers = teacher
         if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not (
                 (0.0 <= alpha <= 1.0) or (extrapolate and math.isfinite(alpha))):
             raise ValueError(f"alpha must be in [0, 1] (the ground-truth weight), got {alpha!r}"
@@ -151,15 +236,16 @@ class Distiller(keras.Model):
         self.extrapolate = bool(extrapolate)
         self.temperature = losses_lib._check_temperature(temperature)
         self.student = student
-        self.teachers = self._wrap_teachers(teachers, teacher_average, student)
+        self.teacher_outputs = _teacher_outputs(teacher_outputs, teachers)
+        self.teachers = self._wrap_teachers(teachers, teacher_average, self.teacher_outputs,
+                                            student)
         if self.teachers is not None:
             # NOTE: freezing here, not in fit, so the teachers' weights are never
             # in trainable_weights, whatever the caller does next.
             self.teachers.trainable = False
         self.distillation_loss = losses_lib.get_distillation_loss(
             distillation_loss, temperature=self.temperature)
-        self.student_loss = student_loss or keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True)
+        self.student_loss = student_loss or losses_lib.CrossEntropy()
         self.hint = Hint(**hint) if isinstance(hint, dict) else hint
         self.seed = seed
         self._build_hint()
@@ -176,28 +262,40 @@ class Distiller(keras.Model):
             "teacher_agreement": (metrics_lib.TeacherAgreement(name="teacher_agreement")
                                   if with_teachers else None),
         }
+        # Whether the teachers' outputs on a first batch were looked at (see _check_batch).
+        self._teachers_probed = False
+        if self.student.built and (self.teachers is None or self.teachers.built):
+            # Nothing is left to create: Keras's own models are built the same way.
+            self.built = True
 
     # -- construction helpers ------------------------------------------------
 
     @staticmethod
-    def _wrap_teachers(teachers, teacher_average, student):
-        if teacher_average is not None and teacher_average not in AVERAGES:
+    def _wrap_teachers(teachers, teacher_average, teacher_outputs, student):
+        if teacher_average is not None and teacher_average not in ensemble_lib.AVERAGES:
             raise ValueError(
-                f"unknown teacher_average {teacher_average!r}; choose one of: {', '.join(AVERAGES)}")
+                f"unknown teacher_average {teacher_average!r}; choose one of: "
+                f"{', '.join(ensemble_lib.AVERAGES)}")
         if teachers is None:
             return None
         if isinstance(teachers, (list, tuple)) and not teachers:
             raise ValueError("teachers is an empty list; pass at least one teacher, or None "
                              "with alpha=1 for plain supervised training")
-        if isinstance(teachers, Ensemble):
+        if isinstance(teachers, ensemble_lib.Ensemble):
             if teacher_average is not None and teacher_average != teachers.average:
                 raise ValueError(
                     f"teacher_average={teacher_average!r} conflicts with the Ensemble's "
                     f"average={teachers.average!r}; set it on the Ensemble")
         members = check_teachers(teachers, student)
-        if isinstance(teachers, Ensemble):
+        if any(member is student for member in members):
+            raise ValueError("the student is also one of the teachers; a Distiller trains a "
+                             "new student: Distiller(student=new_model, teachers=...)")
+        if isinstance(teachers, ensemble_lib.Ensemble):
             return teachers
-        return Ensemble(members, average=teacher_average or "logits", name="teachers")
+        ensemble_lib.check_outputs(members, [f"teacher {i}" for i in range(len(members))],
+                                   teacher_outputs, "teacher_outputs='probabilities'")
+        return ensemble_lib.Ensemble(members, average=teacher_average or "logits",
+                                     member_outputs=teacher_outputs, name="teachers")
 
     def _build_hint(self):
         self.hint_adapter = None
@@ -221,11 +319,18 @@ class Distiller(keras.Model):
 
     # -- forward passes ------------------------------------------------------
 
-    def build(self, input_shape=None):
-        if not self.student.built and input_shape is not None:
-            shape, _ = split_teacher_logits(input_shape)
-            self.student.build(shape)
-        self.built = True
+    def build(self, input_shape):
+        """Builds the student and the teachers for inputs of `input_shape` (batch axis first).
+
+        Needed only for models that are not built yet (a Sequential without an Input,
+        a subclassed model); fit and evaluate call it from their first batch.
+        """
+        shape, _ = split_teacher_logits(input_shape)
+        inputs = keras.tree.map_shape_structure(keras.KerasTensor, shape)
+        for model in (self.student, self.teachers):
+            if model is not None and not model.built:
+                # A symbolic call builds any kind of model, as its first real call would.
+                model(inputs)
 
     def call(self, inputs, training=False):
         inputs, _ = split_teacher_logits(inputs)
@@ -237,6 +342,12 @@ class Distiller(keras.Model):
         logits, features = self._student_with_features(inputs, training=training)
         return logits, self.hint_adapter(features)
 
+    def _cached_logits(self, teacher_logits):
+        """Precomputed teacher outputs as logits (see teacher_outputs)."""
+        if teacher_logits is not None and self.teacher_outputs == "probabilities":
+            return ensemble_lib.probabilities_to_logits(teacher_logits)
+        return teacher_logits
+
     def _teacher_forward(self, inputs, teacher_logits):
         """(teacher logits, teacher hint features or None), outside any gradient tape."""
         if self.hint is None and teacher_logits is not None:
@@ -247,10 +358,13 @@ class Distiller(keras.Model):
                 "batches with precomputed teacher_logits (see tfkd.with_teacher_logits)")
         if self.hint is None:
             return self.teachers(inputs, training=False), None
-        first_logits, features = self._teacher_with_features(inputs, training=False)
+        first_outputs, features = self._teacher_with_features(inputs, training=False)
         if teacher_logits is None:
-            others = [m(inputs, training=False) for m in self.teachers.members[1:]]
-            teacher_logits = average_logits([first_logits] + others, self.teachers.average)
+            outputs = [first_outputs] + [m(inputs, training=False)
+                                         for m in self.teachers.members[1:]]
+            if self.teacher_outputs == "probabilities":
+                outputs = [ensemble_lib.probabilities_to_logits(p) for p in outputs]
+            teacher_logits = ensemble_lib.average_logits(outputs, self.teachers.average)
         return teacher_logits, features
 
     def _needs_teachers(self, teacher_logits):
@@ -286,6 +400,15 @@ class Distiller(keras.Model):
         terms["loss"] = weighted[0] if len(weighted) == 1 else ops.sum(ops.stack(weighted))
         return terms
 
+    def compile_from_config(self, config):
+        # NOTE: keras.saving.load_model does not replay compile() for a model that overrides
+        # it (it warns and leaves the model "compiled" with no optimizer). Ours takes
+        # Keras's own arguments, so the saved optimizer and metrics can be replayed.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            # The optimizer's variables must exist for its saved state to be loaded into them.
+            self.optimizer.build(self.trainable_variables)
+
     def compile(self, optimizer="adam", metrics=None, **kwargs):
         """keras.Model.compile without `loss`: the Distiller builds its own.
 
@@ -301,11 +424,14 @@ class Distiller(keras.Model):
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         inputs, teacher_logits = split_teacher_logits(x)
+        cached = teacher_logits is not None
+        teacher_logits = self._cached_logits(teacher_logits)
         teacher_features = None
         if self._needs_teachers(teacher_logits):
             teacher_logits, teacher_features = self._teacher_forward(inputs, teacher_logits)
         with tf.GradientTape() as tape:
             student_logits, student_features = self._student_forward(inputs, training=True)
+            _check_widths(student_logits, teacher_logits, cached)
             terms = self._loss_terms(y, student_logits, teacher_logits, student_features,
                                      teacher_features, sample_weight)
             loss = self.optimizer.scale_loss(terms["loss"])
@@ -319,40 +445,74 @@ class Distiller(keras.Model):
         """The student's own metrics: loss is its ground-truth loss."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         inputs, teacher_logits = split_teacher_logits(x)
+        cached = teacher_logits is not None
+        teacher_logits = self._cached_logits(teacher_logits)
         student_logits = self.student(inputs, training=False)
         if teacher_logits is None and self.teachers is not None:
             teacher_logits = self.teachers(inputs, training=False)
+        _check_widths(student_logits, teacher_logits, cached)
         terms = {"loss": self.student_loss(y, student_logits, sample_weight)}
         logs = self._update_metrics(x, terms, y, student_logits, teacher_logits, sample_weight)
-        return self._shape_logs({k: v for k, v in logs.items()
-                                 if k not in ("student_loss", "distillation_loss", "hint_loss")})
-
-    # NOTE: the two methods below work around Keras 3's TensorFlow trainer under
-    # MultiWorkerMirroredStrategy (keras-team/keras#20585): it averages the first
-    # distributed batch across workers to build the model, and reduces the per-step
-    # logs with strategy.reduce("MEAN", v, axis=0), which fails on scalars.
+        return self._shape_logs(logs)
 
     def _shape_logs(self, logs):
         """Per-step logs with a leading dimension of 1 across workers, so axis 0 exists."""
+        # NOTE: Keras 3's TensorFlow trainer reduces the per-step logs under
+        # MultiWorkerMirroredStrategy with strategy.reduce("MEAN", v, axis=0), which fails
+        # on scalars (keras-team/keras#20585).
         if not _multi_worker(self.distribute_strategy):
             return logs
         return {k: ops.reshape(v, (1,)) for k, v in logs.items()}
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        strategy = self.distribute_strategy
-        if iterator is not None and _multi_worker(strategy):
+        # NOTE: Keras builds a model from its first batch here only under a tf.distribute
+        # strategy; otherwise it waits for the first traced step, after callbacks such as
+        # BackupAndRestore have found the model unbuilt and the optimizer without variables
+        # to restore. The Distiller always builds here (models, compiled metrics, optimizer),
+        # from one local replica's batch where Keras averages the replicas' (which fails
+        # under MultiWorkerMirroredStrategy, keras-team/keras#20585): shapes are all it needs.
+        if iterator is not None:
             for _, _, batches in iterator:
-                # One local replica's batch builds the model as well as an average would.
-                data_batch = tf.nest.map_structure(
-                    lambda v: (strategy.experimental_local_results(v)[0]
-                               if isinstance(v, tf.distribute.DistributedValues) else v),
-                    next(batches))
+                data_batch = next(batches)
                 break
-            iterator = None
-        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        if data_batch is None:
+            return
+        strategy = self.distribute_strategy
+        data_batch = tf.nest.map_structure(lambda v: _first_replica(v, strategy), data_batch)
+        self._check_batch(data_batch)
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    def _check_batch(self, batch):
+        """Builds what is not built yet from a first batch; refuses probabilities read as logits."""
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(batch)
+        inputs, teacher_logits = split_teacher_logits(x)
+        if not self.built or (self.teachers is not None and not self.teachers.built):
+            self.build(tf.nest.map_structure(lambda v: (None,) + tuple(v.shape[1:]), x))
+        if self.teacher_outputs != "logits" or self.alpha == 1.0:
+            return
+        if teacher_logits is not None:
+            if ensemble_lib.looks_like_probabilities(teacher_logits[:64]):
+                raise ValueError(
+                    "the precomputed teacher_logits are probabilities (non-negative, each row "
+                    "sums to 1), which would be read as logits; pass "
+                    "teacher_outputs='probabilities' (or their log)")
+        elif self.teachers is not None and not self._teachers_probed:
+            # Once per Distiller, on a few examples: a softmax the constructor could not see
+            # (a subclassed teacher, a Lambda) shows in the values.
+            self._teachers_probed = True
+            sample = tf.nest.map_structure(lambda v: v[:8], inputs)
+            for i, member in enumerate(self.teachers.members):
+                if ensemble_lib.looks_like_probabilities(member(sample, training=False)):
+                    raise ValueError(
+                        f"teacher {i} outputs probabilities (non-negative, each row sums to 1), "
+                        "which would be read as logits; pass teacher_outputs='probabilities' "
+                        "(member_outputs='probabilities' for an Ensemble of yours)")
 
     def _update_metrics(self, x, terms, y, student_logits, teacher_logits, sample_weight):
+        """The step's logs: compiled metrics and the trackers this step updated, no others."""
         batch_size = ops.shape(student_logits)[0]
+        updated = set()
         for name, value in terms.items():
             tracker = self._trackers[name]
             if tracker is None:  # e.g. cached teacher logits fed to an alpha = 1 Distiller
@@ -360,10 +520,15 @@ class Distiller(keras.Model):
             # Loss values come divided by the replica count; the trackers show the
             # global-batch loss, as Keras's own loss tracker does.
             tracker.update_state(value * _replicas(), sample_weight=batch_size)
+            updated.add(name)
         agreement = self._trackers["teacher_agreement"]
         if teacher_logits is not None and agreement is not None:
             agreement.update_state(student_logits, teacher_logits, sample_weight=sample_weight)
-        return self.compute_metrics(x, y, student_logits, sample_weight)
+            updated.add("teacher_agreement")
+        logs = self.compute_metrics(x, y, student_logits, sample_weight)
+        # A tracker not updated (validation without teacher outputs; the training terms
+        # in test_step) would report its initial 0.0 as if it had been measured.
+        return {k: v for k, v in logs.items() if k not in self._trackers or k in updated}
 
     @property
     def metrics(self):
@@ -381,6 +546,7 @@ class Distiller(keras.Model):
             "student": keras.saving.serialize_keras_object(self.student),
             "teachers": (keras.saving.serialize_keras_object(self.teachers)
                          if self.teachers is not None else None),
+            "teacher_outputs": self.teacher_outputs,
             "alpha": self.alpha,
             "temperature": self.temperature,
             "distillation_loss": keras.saving.serialize_keras_object(self.distillation_loss),

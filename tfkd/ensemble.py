@@ -7,6 +7,8 @@ from keras import ops
 from tfkd import metrics as metrics_lib
 
 AVERAGES = ("logits", "probabilities")
+# What a model outputs: logits, or probabilities (a softmax last layer).
+OUTPUTS = ("logits", "probabilities")
 
 
 def _model_signature(model):
@@ -44,6 +46,58 @@ def check_compatible(models, names, reference=None, reference_name=None):
             )
 
 
+def softmax_layer(model):
+    """The name of the layer that ends `model` with a softmax, or None.
+
+    Looks at the last layer only (descending into a model nested there): a Softmax layer,
+    or a layer whose `activation` is softmax (Dense(..., activation="softmax"),
+    Activation("softmax")).
+    """
+    layers = getattr(model, "layers", None)
+    if not layers:
+        return None
+    last = layers[-1]
+    if isinstance(last, keras.Model):
+        return softmax_layer(last)
+    activation = getattr(last, "activation", None)
+    if isinstance(last, keras.layers.Softmax) or getattr(activation, "__name__", None) == "softmax":
+        return last.name
+    return None
+
+
+def check_outputs(models, names, outputs, fix):
+    """Raises a ValueError when `outputs` is "logits" but one of `models` ends in a softmax.
+
+    `fix` is the argument that declares probabilities, e.g. "teacher_outputs='probabilities'".
+    """
+    if outputs not in OUTPUTS:
+        raise ValueError(f"unknown outputs {outputs!r}; choose one of: {', '.join(OUTPUTS)}")
+    if outputs != "logits":
+        return
+    for model, name in zip(models, names):
+        layer = softmax_layer(model)
+        if layer is not None:
+            raise ValueError(
+                f"{name} ends in a softmax (layer {layer!r}), so it outputs probabilities, "
+                f"which would be read as logits; pass {fix}")
+
+
+def looks_like_probabilities(outputs):
+    """Whether a (N, C) batch of outputs, C > 1, is non-negative with rows summing to 1."""
+    outputs = np.asarray(outputs, dtype=np.float64)
+    return (outputs.ndim == 2 and outputs.shape[-1] > 1 and bool(np.all(outputs >= 0))
+            and bool(np.all(np.abs(outputs.sum(axis=-1) - 1.0) < 1e-3)))
+
+
+def probabilities_to_logits(probs):
+    """log(p), a valid set of logits for probabilities p: softmax(log p / T) equals softmax(z / T)
+    for the logits z that gave p, at every temperature T, since log p and z differ by a
+    per-example constant. Zeros (underflowed probabilities) become the log of float32's
+    smallest normal number instead of -inf."""
+    probs = ops.cast(probs, "float32")
+    return ops.log(ops.maximum(probs, np.finfo(np.float32).tiny))
+
+
 def average_logits(member_logits, average="logits"):
     """Combines a list of per-member logits into ensemble logits.
 
@@ -58,16 +112,33 @@ def average_logits(member_logits, average="logits"):
     return ops.logsumexp(log_probs, axis=0) - ops.log(float(len(member_logits)))
 
 
+def _without_compile_config(config):
+    # NOTE: a member's optimizer is of no use inside an Ensemble (nor to a Distiller's
+    # frozen teachers), and a member compiled again on load gets an optimizer without
+    # slots for its (then frozen) weights: Keras warns "Skipping variable loading for
+    # optimizer" on every load of a saved Ensemble or Distiller.
+    return {**config, "compile_config": None} if isinstance(config, dict) else config
+
+
 @keras.saving.register_keras_serializable(package="tfkd")
 class Ensemble(keras.Model):
-    """Averages the outputs of `members` (models that output logits).
+    """Averages the outputs of `members`.
 
     Its own output is logits (see `average_logits`), so an Ensemble can be
     compiled with `SparseCategoricalCrossentropy(from_logits=True)`, evaluated,
     saved and loaded like any Keras model, and handed to a Distiller as teacher.
+
+    Args:
+      members: keras.Models of one label set and input shape.
+      average: "logits" (mean of the logits) or "probabilities" (mean of the
+        softmax outputs, returned as its log).
+      member_outputs: what the members output: "logits" (default) or
+        "probabilities" (e.g. models ending in a softmax, as many saved Keras
+        classifiers do); probabilities are taken as logits log(p), which changes
+        neither average. Members ending in a softmax with "logits" are refused.
     """
 
-    def __init__(self, members, average="logits", **kwargs):
+    def __init__(self, members, average="logits", member_outputs="logits", **kwargs):
         super().__init__(**kwargs)
         members = list(members) if isinstance(members, (list, tuple)) else [members]
         if not members:
@@ -81,16 +152,23 @@ class Ensemble(keras.Model):
             raise ValueError(
                 f"unknown average {average!r}; choose one of: {', '.join(AVERAGES)}"
             )
-        check_compatible(members, [f"ensemble member {i}" for i in range(len(members))])
+        names = [f"ensemble member {i}" for i in range(len(members))]
+        check_compatible(members, names)
+        check_outputs(members, names, member_outputs, "member_outputs='probabilities'")
         self.members = members
         self.average = average
+        self.member_outputs = member_outputs
         if all(member.built for member in members):
             self.built = True
 
     def build(self, input_shape=None):
-        for member in self.members:
-            if not member.built and input_shape is not None:
-                member.build(input_shape)
+        if input_shape is not None:
+            inputs = keras.tree.map_shape_structure(keras.KerasTensor, input_shape)
+            for member in self.members:
+                if not member.built:
+                    # A symbolic call builds any kind of model (Sequential, subclassed),
+                    # as its first real call would.
+                    member(inputs)
         self.built = True
 
     def call(self, inputs, training=False):
@@ -98,7 +176,10 @@ class Ensemble(keras.Model):
 
     def member_logits(self, inputs, training=False):
         """Each member's logits, as a list."""
-        return [member(inputs, training=training) for member in self.members]
+        outputs = [member(inputs, training=training) for member in self.members]
+        if self.member_outputs == "probabilities":
+            outputs = [probabilities_to_logits(p) for p in outputs]
+        return outputs
 
     def evaluate_members(self, x, y, batch_size=256):
         """Each member's and the ensemble's accuracy, NLL and ECE, and the members' disagreement.
@@ -106,8 +187,10 @@ class Ensemble(keras.Model):
         Returns {"members": [report, ...], "ensemble": report, "disagreement": float or None,
         "logits": the ensemble's logits as a NumPy array}.
         """
-        member_logits = [np.asarray(m.predict(x, batch_size=batch_size, verbose=0))
-                         for m in self.members]
+        member_logits = [m.predict(x, batch_size=batch_size, verbose=0) for m in self.members]
+        if self.member_outputs == "probabilities":
+            member_logits = [probabilities_to_logits(p) for p in member_logits]
+        member_logits = [np.asarray(z) for z in member_logits]
         ensemble_logits = np.asarray(average_logits(member_logits, self.average))
         return {
             "members": [metrics_lib.classification_report(y, z) for z in member_logits],
@@ -117,14 +200,13 @@ class Ensemble(keras.Model):
             "logits": ensemble_logits,
         }
 
-    def compute_output_shape(self, input_shape):
-        return self.members[0].compute_output_shape(input_shape)
-
     def get_config(self):
         return {
             **super().get_config(),
-            "members": [keras.saving.serialize_keras_object(m) for m in self.members],
+            "members": [_without_compile_config(keras.saving.serialize_keras_object(m))
+                        for m in self.members],
             "average": self.average,
+            "member_outputs": self.member_outputs,
         }
 
     @classmethod
@@ -134,7 +216,7 @@ class Ensemble(keras.Model):
         return cls(members, **config)
 
     @classmethod
-    def load(cls, paths, average="logits", **kwargs):
+    def load(cls, paths, average="logits", member_outputs="logits", **kwargs):
         """Builds an Ensemble from saved `.keras` member files."""
         return cls([keras.saving.load_model(p, compile=False) for p in paths],
-                   average=average, **kwargs)
+                   average=average, member_outputs=member_outputs, **kwargs)

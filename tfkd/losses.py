@@ -92,6 +92,33 @@ class HintLoss(keras.losses.Loss):
         return ops.mean(ops.reshape(diff, (ops.shape(diff)[0], -1)), axis=-1)
 
 
+@keras.saving.register_keras_serializable(package="tfkd")
+class CrossEntropy(keras.losses.Loss):
+    """Cross-entropy of logits against labels given as class indices or as one-hot rows.
+
+    Integer labels of shape (N,) or (N, 1) get Keras's sparse categorical cross-entropy,
+    one-hot (or soft) labels of shape (N, C) its categorical cross-entropy: the label
+    format is read from the static shapes, once per trace, so either kind of dataset
+    trains the Distiller's default ground-truth loss. Labels of any other width are a
+    ValueError that says what fits.
+    """
+
+    def __init__(self, name="cross_entropy", reduction="sum_over_batch_size", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+
+    def call(self, y_true, y_pred):
+        classes = y_pred.shape[-1]
+        one_hot = len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] != 1
+        if one_hot and y_true.shape[-1] != classes:
+            raise ValueError(
+                f"labels of shape {tuple(y_true.shape)} do not fit the student's {classes} "
+                f"classes: give class indices of shape (N,) or one-hot labels of shape "
+                f"(N, {classes}), or a student_loss= of your own")
+        if one_hot:
+            return keras.losses.categorical_crossentropy(y_true, y_pred, from_logits=True)
+        return keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
+
+
 DISTILLATION_LOSSES = {
     "kl": SoftTargetKL,
     "probability_mse": ProbabilityMSE,

@@ -71,6 +71,29 @@ def _upsample(cams, spatial_shape):
     return resized[:, :, 0, 0]
 
 
+def _features_and_logits(model, layer):
+    """A function from a batch to (the layer's feature maps, the model's logits), computed in
+    one forward pass, so the gradient flows through the very activations that are weighed."""
+    if isinstance(model, keras.Sequential):
+        # NOTE: not keras.Model(model.inputs, [layer.output, ...]): a Sequential loaded from
+        # .keras has its layers called twice (by from_config and by its build), and
+        # `layer.output` is then the first call's tensor, in a graph that does not lead to
+        # the model's outputs (the gradient is None). A Sequential is a chain: run it.
+        index = model.layers.index(layer)
+
+        def forward(batch):
+            h = batch
+            for i, each in enumerate(model.layers):
+                h = each(h, training=False)
+                if i == index:
+                    features = h
+            return features, h
+
+        return forward
+    feature_model = keras.Model(model.inputs, [layer.output, model.outputs[0]])
+    return lambda batch: feature_model(batch, training=False)
+
+
 def grad_cam(model, x, layer_name=None, class_index=None, batch_size=128):
     """Grad-CAM maps of `model` on `x`, in [0, 1], at the input's spatial size.
 
@@ -109,9 +132,7 @@ def grad_cam(model, x, layer_name=None, class_index=None, batch_size=128):
             f"layer {layer_name!r} of model {_checks.model_name(model)} outputs rank "
             f"{_output_rank(layer)}, not a feature map of the inputs' rank {x.ndim}."
         )
-    # One model returning both the feature maps and the logits, so the gradient flows
-    # through the very activations that are weighed.
-    feature_model = keras.Model(model.inputs, [layer.output, model.outputs[0]])
+    forward = _features_and_logits(model, layer)
     num_classes = int(model.outputs[0].shape[-1])
     indices = _class_indices(class_index, len(x), num_classes)
 
@@ -119,7 +140,7 @@ def grad_cam(model, x, layer_name=None, class_index=None, batch_size=128):
     for start in range(0, len(x), batch_size):
         batch = tf.constant(x[start : start + batch_size])
         with tf.GradientTape() as tape:
-            features, logits = feature_model(batch, training=False)
+            features, logits = forward(batch)
             chosen = (
                 tf.argmax(logits, axis=-1, output_type=tf.int32)
                 if indices is None
