@@ -23,6 +23,9 @@ setup(
         "importlib_resources",
         "keras-tuner>=1.4.7",
         "absl-py>=2.0",
+        # `import tfkd` registers its Keras classes through a post-import hook of wrapt's
+        # (tensorflow depends on it too, but tfkd imports it itself).
+        "wrapt>=1.14",
         # The Keras TensorBoard callback needs it; tensorflow no longer pulls it in.
         "tensorboard>=2.16",
         "numpy>=1.26",

@@ -87,7 +87,7 @@ def test_weight_decay_gradient_is_wd_times_w(digits):
         keras.utils.set_random_seed(0)
         model.set_weights([np.full((64, 10), 0.1, np.float32), np.full(10, 0.5, np.float32)])
         optim.add_weight_decay(model, decay, "sgd")
-        distiller = Distiller(model, alpha=1.0)
+        distiller = Distiller(student=model, alpha=1.0)
         distiller.compile(optimizer=keras.optimizers.SGD(1.0))
         before = [w.copy() for w in model.get_weights()]
         distiller.fit(x, y, batch_size=32, epochs=1, verbose=0, shuffle=False)

@@ -165,11 +165,11 @@ class Bench:
             model = student
             model.compile(optimizer=optimizer, loss=cross_entropy, metrics=["accuracy"])
         elif key == "b":
-            model = tfkd.Distiller(student, tfkd.Ensemble(self.teachers, name="teachers"),
+            model = tfkd.Distiller(student=student, teachers=tfkd.Ensemble(self.teachers, name="teachers"),
                                    alpha=FLAGS.alpha, temperature=FLAGS.temperature)
             model.compile(optimizer=optimizer, metrics=["accuracy"])
         elif key == "c":
-            model = tfkd.Distiller(student, None, alpha=FLAGS.alpha,
+            model = tfkd.Distiller(student=student, alpha=FLAGS.alpha,
                                    temperature=FLAGS.temperature)
             model.compile(optimizer=optimizer, metrics=["accuracy"])
             dataset = self.train_dataset(seed, teacher_logits=self.cached_logits)

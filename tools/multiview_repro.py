@@ -267,7 +267,7 @@ def distill(student, teacher_logits, task, args, seed):
 
     from tfkd.distiller import Distiller
 
-    distiller = Distiller(student, alpha=args.alpha, temperature=args.temperature)
+    distiller = Distiller(student=student, alpha=args.alpha, temperature=args.temperature)
     distiller.compile(keras.optimizers.Adam(args.learning_rate))
     distiller.fit(_batches(task, args, seed, teacher_logits), epochs=args.epochs,
                   shuffle=False, verbose=0)

@@ -29,7 +29,7 @@ def main(out_path):
         teachers = [tfkd.build_model("mlp", data.input_shape, 10, seed=s, model_name=f"t{s}")
                     for s in (1, 2)]
         student = tfkd.build_model("mlp", data.input_shape, 10, seed=7, model_name="student")
-        distiller = tfkd.Distiller(student, teachers, alpha=0.5, temperature=2.0)
+        distiller = tfkd.Distiller(student=student, teachers=teachers, alpha=0.5, temperature=2.0)
         distiller.compile(optimizer=keras.optimizers.SGD(0.1))
     train = tf.data.Dataset.from_tensor_slices((x, y)).batch(64)
     val = tf.data.Dataset.from_tensor_slices((data.x_val[:128], data.y_val[:128])).batch(64)

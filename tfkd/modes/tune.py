@@ -57,9 +57,6 @@ class DistillHyperModel(kt.HyperModel):
         student = fit.build_student(config, self.splits, self.seed, "student")
         distiller = fit.make_distiller(config, self.splits, student, self.plan,
                                        alpha=config.alpha, seed=self.seed)
-        # keras-tuner saves each trial's best epoch with save_weights, which wants a built
-        # model; a Distiller trained through its own train_step is never built by fit.
-        distiller.build((None,) + tuple(self.splits.input_shape))
         return distiller
 
     def fit(self, hp, model, *args, epochs=None, initial_epoch=0, callbacks=None, **kwargs):
