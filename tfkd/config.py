@@ -415,10 +415,6 @@ class Config:
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
 
-def group_of(name):
-    return FIELDS[name].metadata["group"]
-
-
 def fields_in(*groups):
     """The names of the settings in `groups`, in declaration order."""
     return tuple(name for name, f in FIELDS.items() if f.metadata["group"] in groups)
