@@ -11,7 +11,7 @@ Logits are stored as float16 `.npy` files (half the bytes of float32, ample
 precision for a softmax at any sensible temperature) and opened memory-mapped,
 so a cache never has to fit in memory at once. The file name carries a
 fingerprint of the teacher model files and the data, so a changed teacher or
-split never reuses a stale cache.
+split never reuses a stale cache, and a checksum of the logits, checked on read.
 """
 
 import hashlib
@@ -41,19 +41,40 @@ def predict_logits(teachers, x, batch_size=512):
     return np.asarray(teachers.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
 
 
-def cached_logits(teachers, x, path, batch_size=512):
-    """Teacher logits for `x`, read from `path` when present, else computed and stored there.
+def array_checksum(array):
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
 
+
+def cached_logits(teachers, x, path, batch_size=512):
+    """Teacher logits for `x`, read from the cache at `path` when it is intact, else computed
+    and stored there.
+
+    The file stored is `<path minus .npy>.<checksum of its logits>.npy`: one file, written
+    atomically, whose contents are checked on every read. A damaged cache (unreadable, the
+    wrong size, or finite garbage under a valid header) is reported and computed again.
     Returns a read-only memory map of float16 logits.
     """
-    if os.path.exists(path):
+    stem = path[:-len(".npy")] if path.endswith(".npy") else path
+    directory, prefix = os.path.split(stem)
+    found = sorted(f for f in (os.listdir(directory) if os.path.isdir(directory) else ())
+                   if f.startswith(prefix + ".") and f.endswith(".npy") and f.count(".") == (
+                       prefix.count(".") + 2))
+    for name in found:
+        candidate = os.path.join(directory, name)
         try:
-            logits = np.load(path, mmap_mode="r")
-            if logits.shape[0] == len(x):
-                return logits
-        except (OSError, ValueError) as e:  # a damaged file: computed again below
-            logging.warning("teacher cache %s is unreadable (%s); computing it again", path, e)
-    logits = predict_logits(teachers, x, batch_size)
-    with atomic_path(path) as tmp:
-        np.save(tmp, logits.astype(np.float16))
-    return np.load(path, mmap_mode="r")
+            logits = np.load(candidate, mmap_mode="r")
+            problem = (f"it has {logits.shape[0]} rows for {len(x)} examples"
+                       if logits.shape[0] != len(x) else
+                       "its contents do not match their checksum"
+                       if array_checksum(logits) != name[len(prefix) + 1:-len(".npy")] else None)
+        except (OSError, ValueError) as e:
+            problem = f"it is unreadable ({e})"
+        if problem is None:
+            return logits
+        logging.warning("teacher cache %s is damaged: %s; computing it again", candidate, problem)
+        os.remove(candidate)
+    logits = predict_logits(teachers, x, batch_size).astype(np.float16)
+    final = f"{stem}.{array_checksum(logits)}.npy"
+    with atomic_path(final, size=logits.nbytes + 128) as tmp:
+        np.save(tmp, logits)
+    return np.load(final, mmap_mode="r")

@@ -13,6 +13,7 @@ lists them by group. Settings a run does not give default to what its workdir re
 import glob
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import textwrap
@@ -28,7 +29,7 @@ from tfkd.config import (  # noqa: E402
 
 FLAGS = flags.FLAGS
 EXIT_USAGE = 2  # a setting to fix; nothing in the workdir changed
-EXIT_FAILED = 1  # training failed (diverged); finished models are kept
+EXIT_FAILED = 1  # training failed (diverged, learned nothing, disk full); finished models kept
 RECORD = "config.json"  # what a workdir records of the last run that finished in it
 HELP_FLAGS = ("--help", "-h", "--helpshort", "-?")
 
@@ -240,25 +241,89 @@ def parse_flags(argv):
               f"byte {e.start}); flagfiles are text files of --flag=value lines")
 
 
+class Interrupted(BaseException):
+    """SIGTERM, raised where the run is (like KeyboardInterrupt for SIGINT): a BaseException
+    so that no `except Exception` on the way mistakes it for a failure to handle."""
+
+
+def _on_sigterm(signum, frame):
+    raise Interrupted()
+
+
 def main(argv):
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]!r}; every setting is a --flag (see --help)")
+    # The pre-emption signal of cloud machines: stop as Ctrl-C does, with a line to resume.
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    used = {}  # the workdir, once the run has one
+    try:
+        _run(used)
+    except (KeyboardInterrupt, Interrupted) as e:
+        signum = signal.SIGTERM if isinstance(e, Interrupted) else signal.SIGINT
+        sys.stderr.write(f"tfkd: interrupted by {signal.Signals(signum).name}; "
+                         f"{_where_it_stopped(used.get('workdir'))}\n")
+        sys.exit(128 + signum)
+    except Exception as e:  # noqa: BLE001 -- only a full disk is turned into a line here
+        from tfkd.workdir import DiskFull, is_disk_full
+
+        if not is_disk_full(e):
+            raise
+        if not isinstance(e, DiskFull):
+            path = getattr(e, "filename", None) or FLAGS.workdir
+            e = DiskFull(path, free=_free_space(path))
+        sys.stderr.write(f"tfkd: error: {e.strerror}\n")
+        sys.exit(EXIT_FAILED)
+    finally:
+        if "workdir" in used:
+            from tfkd.workdir import release
+
+            release(used["workdir"].root)
+
+
+def _free_space(path):
+    while path and not os.path.exists(path):
+        path = os.path.dirname(path)
+    try:
+        return shutil.disk_usage(path or ".").free
+    except OSError:
+        return None
+
+
+def _where_it_stopped(workdir):
+    from tfkd import resume
+
+    if workdir is None:
+        return "nothing was written"
+    state = resume.running
+    model = (f", and {state.distiller.student.name} resumes after epoch "
+             f"{state.completed_epochs} of {state.total_epochs}" if state is not None else "")
+    return (f"finished models are kept in {workdir.root}{model}; run the same command again "
+            "to continue")
+
+
+def _run(used):
+    """The run behind `main`; puts the workdir into `used` as soon as it holds it."""
     # Deferred: importing TensorFlow takes seconds that --help should not cost.
     from tfkd import report
     from tfkd.modes import OWN_STRATEGY_SCOPE, get_mode
-    from tfkd.workdir import Workdir
+    from tfkd.workdir import Workdir, WorkdirBusy
 
     setup_logging()
     try:
         base, note = config_from_flags()
         config = base.shrunk()
         scratch = None if runtime.is_chief() else tempfile.mkdtemp(prefix="tfkd_worker_")
-        workdir = Workdir(config.workdir, scratch=scratch).create()
-    except ConfigError as e:
+        workdir = used["workdir"] = Workdir(config.workdir, scratch=scratch).create()
+    except (ConfigError, WorkdirBusy) as e:
         _fail(str(e))
     except OSError as e:
-        _fail(f"cannot use workdir {FLAGS.workdir!r}: {e.strerror or e}; pass a writable "
-              "directory (it is created if missing)")
+        from tfkd.workdir import is_disk_full
+
+        if is_disk_full(e):
+            raise
+        where = e.filename or FLAGS.workdir
+        _fail(f"cannot use workdir {FLAGS.workdir!r}: {e.strerror or e} ({where}); pass a "
+              "writable directory (it is created if missing)")
     except ValueError as e:  # the environment (TF_CONFIG)
         _fail(str(e))
     if note:

@@ -156,6 +156,11 @@ class Config:
     overwrite: bool = setting(
         False, "run", "Retrain models in --workdir that were trained with other settings "
         "(without it, such a workdir is refused).", remember=False)
+    allow_chance: bool = setting(
+        False, "run", "Keep a model whose validation accuracy after training is no better "
+        "than always predicting the most common class. Without it such a model has learned "
+        "nothing: the run stops (exit code 1) and the model is not saved as finished.",
+        remember=False)
     smoke: bool = setting(
         False, "training", "Shrink any recipe to seconds: 1 epoch, <= 2 members and steps, at "
         "most 4 batches (256 examples) and the smallest network of the model's family; for "

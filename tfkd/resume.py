@@ -15,6 +15,7 @@ epoch k sees the batches an uninterrupted fit sees, so it ends with the same wei
 (bit for bit under `--deterministic`).
 """
 
+import hashlib
 import json
 import math
 import os
@@ -37,6 +38,20 @@ def _student_variables(distiller):
     return variables
 
 
+def checksum(arrays):
+    """SHA-256 of named arrays' names, dtypes, shapes and bytes: a state whose contents
+    changed after it was written (a bad block, a stray write) is never resumed."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+running = None  # the TrainingState of the fit in progress (what an interrupted run names)
+
+
 class TrainingState(keras.callbacks.Callback):
     """Saves the training state of a Distiller's student after every epoch; `restore()` loads it.
 
@@ -51,6 +66,7 @@ class TrainingState(keras.callbacks.Callback):
     def __init__(self, path, distiller, keep_best=None):
         super().__init__()
         self.path = path
+        self.total_epochs = None
         self.distiller = distiller
         self.keep_best = keep_best
         self.completed_epochs = 0
@@ -71,6 +87,8 @@ class TrainingState(keras.callbacks.Callback):
             with np.load(self.path, allow_pickle=False) as saved:
                 arrays = {k: saved[k] for k in saved.files}
             meta = json.loads(str(arrays.pop("meta")))
+            if meta.get("checksum") != checksum(arrays):
+                raise ValueError("its contents do not match their checksum")
             self._assign(arrays, meta)
         except Exception as e:  # noqa: BLE001 -- any unreadable state means: start over
             logging.warning("%s: ignoring unusable training state %s (%s: %s); training from "
@@ -103,6 +121,15 @@ class TrainingState(keras.callbacks.Callback):
 
     # -- saving -------------------------------------------------------------
 
+    def on_train_begin(self, logs=None):
+        global running
+        running = self
+        self.total_epochs = self.params.get("epochs")
+
+    def on_train_end(self, logs=None):
+        global running
+        running = None
+
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         for key, value in logs.items():
@@ -124,9 +151,10 @@ class TrainingState(keras.callbacks.Callback):
         arrays.update({f"b{i}": w for i, w in enumerate(best)})
         meta = {"epoch": self.completed_epochs, "history": self.history,
                 "best_value": None if math.isinf(self.best_value) else self.best_value,
-                "counts": {"v": len(variables), "o": len(optimizer_variables), "b": len(best)}}
+                "counts": {"v": len(variables), "o": len(optimizer_variables), "b": len(best)},
+                "checksum": checksum(arrays)}
         arrays["meta"] = np.array(json.dumps(meta))
-        with atomic_path(self.path) as tmp:
+        with atomic_path(self.path, size=sum(a.nbytes for a in arrays.values())) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)
 

@@ -182,12 +182,21 @@ def fit_model(config, workdir, splits, *, name, kind, seed, teachers=None, gener
     row = {"name": name, "kind": kind, "seed": seed, "generation": generation,
            "teacher": teachers.name if teachers else None, "alpha": float(alpha),
            **results.evaluate_model(student, splits)}
+    problem = None if config.allow_chance else results.chance_problem(splits,
+                                                                     row["val_accuracy"])
+    if problem:
+        # Its state stays: the same command with --allow_chance saves it without training.
+        raise TrainingError(
+            f"{name} learned nothing in {config.epochs} epochs: {problem}; it was not saved. "
+            f"Likely causes: a learning rate too high or too low for this model "
+            f"(--learning_rate={config.learning_rate:g}), too few epochs, or labels that do "
+            "not depend on the inputs (--allow_chance keeps such a model)")
     workdir.save_model(student, name)
     workdir.write_metrics(name, {"row": row, "role": kind, "history": history,
                                  "settings": settings,
-                                 "sha": cache.fingerprint([workdir.model_path(name)], ()),
+                                 "sha": store.file_sha(workdir.model_path(name)),
+                                 "teacher_files": store.teacher_files(teachers),
                                  "seconds": time.time() - started})
-    workdir.trained.add(workdir.model_path(name))
     state.discard()
     if progress:
         progress.report(row, time.time() - started)

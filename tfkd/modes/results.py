@@ -1,6 +1,9 @@
 """Result rows: a model's (or an ensemble's) validation and test metrics, the split sizes
 they were measured on, and one progress line per finished model."""
 
+import math
+
+import numpy as np
 from absl import logging
 
 from tfkd import cache, metrics
@@ -28,6 +31,27 @@ def evaluate_logits(splits, logits_val, logits_test):
 def evaluate_model(model, splits):
     return evaluate_logits(splits, cache.predict_logits(model, splits.x_val),
                            cache.predict_logits(model, splits.x_test))
+
+
+def chance_problem(splits, val_accuracy):
+    """Why a model at `val_accuracy` has learned nothing, or None.
+
+    Nothing learned: validation accuracy no better than always answering the validation
+    split's most common class, within two binomial standard errors of that rate (so a
+    small validation split's noise is not taken for learning).
+    """
+    labels = np.asarray(splits.y_val)
+    if labels.ndim > 1:
+        labels = labels.argmax(-1)
+    if not len(labels):
+        return None
+    majority = np.bincount(labels.reshape(-1).astype(np.int64)).max() / len(labels)
+    bound = majority + 2 * math.sqrt(majority * (1 - majority) / len(labels))
+    if val_accuracy > bound:
+        return None
+    return (f"validation accuracy {100 * val_accuracy:.2f}% is no better than always "
+            f"answering the most common class ({100 * majority:.2f}% of {len(labels)} "
+            "validation examples)")
 
 
 def ensemble_row(config, workdir, splits, members, *, name, kind):

@@ -55,9 +55,12 @@ def state_key(settings):
 def find_finished(config, workdir, name, settings, teachers=None):
     """(model, row) of `name` if the workdir holds it finished with `settings`, else None.
 
-    A finished model trained with other settings is a ConfigError (unless --overwrite);
-    an unreadable model or metrics file is reported and the model trained again, and so
-    is every student of a teacher trained again in this run.
+    A finished model trained with other settings is a ConfigError (unless --overwrite). An
+    unreadable model or metrics file, or a model file that no longer matches the checksum
+    its record holds, is reported and the model trained again. So is a student whose
+    teachers are this workdir's own models and changed since it was trained (a redone
+    member): derived from the files, so a run killed in the middle of a redo still
+    retrains the students next time.
     """
     if not workdir.has_model(name):
         return None
@@ -66,22 +69,46 @@ def find_finished(config, workdir, name, settings, teachers=None):
         row = record["row"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         return _redo(workdir, name, workdir.metrics_path(name), e)
-    retrained = [p for p in (teachers.paths if teachers else ()) if p in workdir.trained]
-    if retrained and record.get("settings", {}).get("teachers") != settings.get("teachers"):
-        logging.info("%s: training it again, its teacher %s was trained again in this run",
-                     name, os.path.basename(retrained[0]))
+    path = workdir.model_path(name)
+    if record.get("sha") and cache.fingerprint([path], ()) != record["sha"]:
+        return _redo(workdir, name, path, "its contents do not match the checksum in "
+                     f"{os.path.basename(workdir.metrics_path(name))}")
+    stored_teachers = record.get("settings", {}).get("teachers")
+    if teachers is not None and stored_teachers != settings.get("teachers") and _own(
+            workdir, teachers.paths):
+        changed = [os.path.basename(p) for p in teachers.paths
+                   if record.get("teacher_files", {}).get(os.path.basename(p)) != file_sha(p)]
+        logging.info("%s: training it again, its teachers changed since it was trained (%s)",
+                     name, ", ".join(changed) or teachers.name)
         return None
     if not reusable(config, workdir, name, settings, record):
         return None
     try:
         return workdir.load_model(name), row
     except Exception as e:  # noqa: BLE001 -- Keras raises many kinds for a damaged file
-        return _redo(workdir, name, workdir.model_path(name), e)
+        return _redo(workdir, name, path, e)
+
+
+def _own(workdir, paths):
+    """Whether every path is a model file of this workdir (its own members, not consumed
+    from elsewhere)."""
+    own = [os.path.join(top, "models") + os.sep for top in (workdir.root, workdir.scratch) if top]
+    return bool(paths) and all(os.path.abspath(p).startswith(tuple(own)) for p in paths)
+
+
+def file_sha(path):
+    return cache.fingerprint([path], ())
+
+
+def teacher_files(teachers):
+    """{file name: content hash} of a student's teachers, recorded with the student so a
+    later run can say which of them changed."""
+    return {os.path.basename(p): file_sha(p) for p in teachers.paths} if teachers else {}
 
 
 def _redo(workdir, name, path, error):
-    logging.warning("%s: %s is unreadable (%s); training it again", name, path,
-                    describe(error))
+    why = error if isinstance(error, str) else f"it is unreadable ({describe(error)})"
+    logging.warning("%s: %s is damaged: %s; training it again", name, path, why)
     workdir.remove_model(name)
     return None
 
