@@ -54,6 +54,7 @@ def cached_logits(teachers, x, path, batch_size=512):
     wrong size, or finite garbage under a valid header) is reported and computed again.
     Returns a read-only memory map of float16 logits.
     """
+    path = os.fspath(path)
     stem = path[:-len(".npy")] if path.endswith(".npy") else path
     directory, prefix = os.path.split(stem)
     found = sorted(f for f in (os.listdir(directory) if os.path.isdir(directory) else ())

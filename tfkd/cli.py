@@ -17,6 +17,7 @@ import signal
 import sys
 import tempfile
 import textwrap
+import threading
 
 # Before TensorFlow loads: its C++ start-up chatter would bury the progress lines.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -254,7 +255,8 @@ def main(argv):
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]!r}; every setting is a --flag (see --help)")
     # The pre-emption signal of cloud machines: stop as Ctrl-C does, with a line to resume.
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
     used = {}  # the workdir, once the run has one
     try:
         _run(used)
@@ -274,6 +276,8 @@ def main(argv):
         sys.stderr.write(f"tfkd: error: {e.strerror}\n")
         sys.exit(EXIT_FAILED)
     finally:
+        if main_thread:  # main may run inside a caller's process
+            signal.signal(signal.SIGTERM, previous)
         if "workdir" in used:
             from tfkd.workdir import release
 

@@ -159,8 +159,8 @@ class Config:
     allow_chance: bool = setting(
         False, "run", "Keep a model whose validation accuracy after training is no better "
         "than always predicting the most common class. Without it such a model has learned "
-        "nothing: the run stops (exit code 1) and the model is not saved as finished.",
-        remember=False)
+        "nothing: the run stops (exit code 1) and the model is not saved as finished. "
+        "--smoke runs are not checked.", remember=False)
     smoke: bool = setting(
         False, "training", "Shrink any recipe to seconds: 1 epoch, <= 2 members and steps, at "
         "most 4 batches (256 examples) and the smallest network of the model's family; for "
