@@ -49,3 +49,33 @@ def test_two_workers_train_like_one_process(tmp_path):
         for key, values in reference["history"].items():
             np.testing.assert_allclose(result["history"][key], values, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(result["weights_sum"], reference["weights_sum"], rtol=1e-5)
+
+
+def test_three_replicas_with_uneven_batches_update_like_one_device(tmp_path):
+    """Global batches of 64, 63 and 32 over 3 replicas (22/21/21, a last batch of one
+    example on one replica, 11/11/10): the same update as one device."""
+    out = tmp_path / "three.json"
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "helpers",
+                                                          "three_replicas.py"), str(out)],
+                            env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.load(open(out))
+    assert results["replicas"] == 3
+    for batch_size in ("64", "63", "32"):
+        run = results[batch_size]
+        assert run["moved"] > 1e-2, batch_size  # the epoch did something measurable
+        assert run["difference"] < 1e-5, (batch_size, run)
+        np.testing.assert_allclose(run["loss_three"], run["loss_one"], rtol=1e-5)
+
+
+def test_the_command_trains_on_three_replicas_with_a_batch_they_do_not_divide(tmp_path):
+    from test_cli import ok, tfkd
+
+    workdir = tmp_path / "run"
+    result = ok(tfkd("--smoke", "--model=mlp", "--num_models=1", "--self_distill_steps=1",
+                     "--strategy=mirrored", "--num_cpu_devices=3", "--batch_size=63",
+                     f"--workdir={workdir}"))
+    assert "MirroredStrategy (3 replicas)" in result.stderr
+    table = json.load(open(workdir / "results.json"))["rows"]
+    assert {"member_0", "distilled", "self_distilled_0_g1"} <= {r["name"] for r in table}

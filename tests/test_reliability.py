@@ -291,6 +291,13 @@ def bad_invocations(root):
         (["--batch_size=99999999999999999999", *base], "99999999999999999999"),
         (["--verbose=7", *base], "7"),
         (["--tune_params=", *base], "tune_params must name at least one"),
+        # Models that cannot read the data: found once the data is loaded, before training.
+        (["--smoke", "--model=patch_net", "--num_models=1", run],
+         "patch_net takes inputs of rank 2 (patches, dim), got input_shape=(8, 8, 1)"),
+        (["--smoke", "--model=wrn16_1", "--dataset=mnist1d", "--num_models=1", run],
+         "wrn16_1 takes inputs of rank 3"),
+        (["--smoke", "--model=resnet18", "--dataset=multiview", "--num_models=1", run],
+         "resnet18 takes inputs of rank 3"),
     ]
 
 

@@ -41,6 +41,26 @@ def _replicas():
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
+def _batch_share(y):
+    """This replica's share of the global batch, times the replica count: 1 when the global
+    batch splits evenly, else what makes the replicas' losses add up to the global batch's.
+
+    NOTE: Keras Loss objects average over the replica's own batch and divide by the
+    replica count, which weighs every replica alike. A global batch that does not split
+    evenly (63 over 2 replicas, any batch over 3, an epoch's last partial batch) then gives
+    a different update from one device: by 0.25 in the weights for a last batch of one
+    example over 3 replicas. Weighing each replica by its examples restores the
+    one-device update whatever the split.
+    """
+    replicas = _replicas()
+    context = tf.distribute.get_replica_context()
+    if replicas == 1 or context is None:
+        return None
+    local = tf.cast(tf.shape(tf.nest.flatten(y)[0])[0], tf.float32)
+    total = context.all_reduce(tf.distribute.ReduceOp.SUM, local)
+    return tf.math.divide_no_nan(local * replicas, total)
+
+
 def _multi_worker(strategy):
     return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
             and strategy.cluster_resolver is not None
@@ -434,7 +454,9 @@ class Distiller(keras.Model):
             _check_widths(student_logits, teacher_logits, cached)
             terms = self._loss_terms(y, student_logits, teacher_logits, student_features,
                                      teacher_features, sample_weight)
-            loss = self.optimizer.scale_loss(terms["loss"])
+            share = _batch_share(y)
+            loss = terms["loss"] if share is None else terms["loss"] * share
+            loss = self.optimizer.scale_loss(loss)
         trainable_weights = self.trainable_weights
         gradients = tape.gradient(loss, trainable_weights)
         self.optimizer.apply_gradients(zip(gradients, trainable_weights))

@@ -11,6 +11,6 @@ from tfkd.models import resnet as _resnet  # noqa: F401  (registers its builders
 from tfkd.models import wrn as _wrn  # noqa: F401  (registers its builders)
 from tfkd.models import patchnet as _patchnet  # noqa: F401  (registers its builders)
 from tfkd.models.joint import build_joint, joint_members  # noqa: F401  (public API)
-from tfkd.models.registry import MODELS, build_model, register_model
+from tfkd.models.registry import MODELS, build_model, input_problem, models_for, register_model
 
-__all__ = ["MODELS", "build_model", "register_model"]
+__all__ = ["MODELS", "build_model", "input_problem", "models_for", "register_model"]

@@ -21,6 +21,8 @@ import keras
 
 from tfkd.models.registry import LayerSeeds, register_model
 
+PATCHES = {2: "patches, dim"}
+
 
 def smoothed_relu(z, *, power: int, threshold: float, name: str):
     """The paper's smoothed ReLU of a symbolic tensor, out of stock Keras layers:
@@ -49,10 +51,6 @@ def _patch_features(input_shape, num_classes, seeds, *, neurons_per_class, power
                     init_std, trainable):
     """Input, and the per-neuron activations summed over patches ("features",
     shape (batch, k * m)); neuron r of class i is unit i * m + r."""
-    if len(input_shape) != 2:
-        raise ValueError(
-            f"patch models take inputs of shape (patches, dim), got input_shape={input_shape!r}"
-        )
     for arg, value in (("neurons_per_class", neurons_per_class), ("power", power)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise ValueError(f"{arg} must be a positive integer, got {value!r}")
@@ -77,7 +75,7 @@ def _patch_features(input_shape, num_classes, seeds, *, neurons_per_class, power
     return inputs, features
 
 
-@register_model("patch_net")
+@register_model("patch_net", inputs=PATCHES)
 def build_patch_net(
     input_shape: tuple,
     num_classes: int,
@@ -121,7 +119,7 @@ def build_patch_net(
     return keras.Model(inputs, logits, name=name)
 
 
-@register_model("random_features")
+@register_model("random_features", inputs=PATCHES)
 def build_random_features(
     input_shape: tuple,
     num_classes: int,

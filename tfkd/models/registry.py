@@ -12,18 +12,38 @@ import numpy as np
 Builder = Callable[..., keras.Model]
 
 MODELS: dict[str, Builder] = {}
+# What each model reads: {input rank: what the axes are}; None reads any rank.
+INPUTS: dict[str, Optional[dict]] = {}
+IMAGES = {3: "height, width, channels"}
 
 
-def register_model(name: str) -> Callable[[Builder], Builder]:
-    """Decorator adding a model builder to `MODELS` under `name`."""
+def register_model(name: str, *, inputs: Optional[dict] = None) -> Callable[[Builder], Builder]:
+    """Decorator adding a model builder to `MODELS` under `name`. `inputs` declares the
+    input ranks it reads, {rank: "what the axes are"} (None: any), checked by `build_model`
+    and, from the data alone, before a run trains anything (`input_problem`)."""
 
     def decorator(builder: Builder) -> Builder:
         if name in MODELS:
             raise ValueError(f"model {name!r} is already registered")
         MODELS[name] = builder
+        INPUTS[name] = inputs
         return builder
 
     return decorator
+
+
+def input_problem(name: str, input_shape) -> Optional[str]:
+    """Why model `name` cannot read inputs of `input_shape` (no batch axis), or None."""
+    ranks = INPUTS[name]
+    if ranks is None or len(input_shape) in ranks:
+        return None
+    accepted = " or ".join(f"{rank} ({axes})" for rank, axes in sorted(ranks.items()))
+    return f"{name} takes inputs of rank {accepted}, got input_shape={tuple(input_shape)!r}"
+
+
+def models_for(input_shape) -> list:
+    """The registered models that read inputs of `input_shape`."""
+    return sorted(name for name in MODELS if input_problem(name, input_shape) is None)
 
 
 class LayerSeeds:
@@ -90,6 +110,9 @@ def build_model(
             f"input_shape must be a non-empty sequence of positive integers without the "
             f"batch dimension, got {input_shape!r}"
         )
+    problem = input_problem(name, input_shape)
+    if problem:
+        raise ValueError(problem)
     if seed is not None and (
         isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0
     ):

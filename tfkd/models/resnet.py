@@ -8,27 +8,18 @@ original paper. With 10 classes ResNet-18 has 11,173,962 trainable parameters an
 23,520,842, the counts of the PyTorch reference (whose BatchNorm moving statistics are
 buffers, not parameters: Keras lists them as non-trainable weights).
 
-The helpers `check_image_input`, `conv2d` and `batch_norm` are shared with `wrn.py`.
+The helpers `conv2d` and `batch_norm` are shared with `wrn.py`.
 """
 
 from __future__ import annotations
 
 import keras
 
-from tfkd.models.registry import LayerSeeds, register_model
+from tfkd.models.registry import IMAGES, LayerSeeds, register_model
 
 # PyTorch's and cuDNN's BatchNorm epsilon, which the published CIFAR results were trained
 # with; Keras's default of 1e-3 would be a (small) departure from the reference networks.
 BN_EPSILON = 1e-5
-
-
-def check_image_input(model: str, input_shape: tuple) -> None:
-    """Raises a ValueError naming `input_shape` unless it is (height, width, channels)."""
-    if len(input_shape) != 3:
-        raise ValueError(
-            f"{model} takes images of rank 3 (height, width, channels), "
-            f"got input_shape={input_shape!r}"
-        )
 
 
 def check_positive_int(model: str, name: str, value) -> None:
@@ -104,7 +95,6 @@ def _add_shortcut(h, out, strides: int, *, seeds, bn_momentum, name, out_name):
 def _build_resnet(
     input_shape, num_classes, *, seeds, name, model, block, blocks_per_stage, width, bn_momentum
 ) -> keras.Model:
-    check_image_input(model, input_shape)
     check_positive_int(model, "width", width)
     if len(blocks_per_stage) != 4:
         raise ValueError(f"{model}: blocks_per_stage must give 4 stages, got {blocks_per_stage!r}")
@@ -133,7 +123,7 @@ def _build_resnet(
     return keras.Model(inputs, logits, name=name)
 
 
-@register_model("resnet18")
+@register_model("resnet18", inputs=IMAGES)
 def build_resnet18(
     input_shape: tuple,
     num_classes: int,
@@ -159,7 +149,7 @@ def build_resnet18(
     )
 
 
-@register_model("resnet50")
+@register_model("resnet50", inputs=IMAGES)
 def build_resnet50(
     input_shape: tuple,
     num_classes: int,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import keras
 
-from tfkd.models.registry import LayerSeeds, register_model
+from tfkd.models.registry import IMAGES, LayerSeeds, register_model
 
 
-@register_model("cnn")
+@register_model("cnn", inputs={2: "length, channels", **IMAGES})
 def build_cnn(
     input_shape: tuple,
     num_classes: int,
@@ -35,14 +35,9 @@ def build_cnn(
         conv, pool, global_pool = keras.layers.Conv2D, keras.layers.MaxPooling2D, (
             keras.layers.GlobalAveragePooling2D
         )
-    elif len(input_shape) == 2:
+    else:  # rank 2, as registered
         conv, pool, global_pool = keras.layers.Conv1D, keras.layers.MaxPooling1D, (
             keras.layers.GlobalAveragePooling1D
-        )
-    else:
-        raise ValueError(
-            f"cnn takes inputs of rank 2 (length, channels) or 3 (height, width, channels), "
-            f"got input_shape={input_shape!r}"
         )
     if not filters:
         raise ValueError(f"cnn needs at least one conv block, got filters={filters!r}")

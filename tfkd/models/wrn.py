@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import keras
 
-from tfkd.models.registry import LayerSeeds, register_model
-from tfkd.models.resnet import batch_norm, check_image_input, check_positive_int, conv2d
+from tfkd.models.registry import IMAGES, LayerSeeds, register_model
+from tfkd.models.resnet import batch_norm, check_positive_int, conv2d
 
 
 def _preact_block(h, filters: int, strides: int, *, seeds, bn_momentum, dropout, name):
@@ -43,7 +43,7 @@ def _preact_block(h, filters: int, strides: int, *, seeds, bn_momentum, dropout,
     return keras.layers.Add(name=f"{name}_add")([shortcut, out])
 
 
-@register_model("wrn")
+@register_model("wrn", inputs=IMAGES)
 def build_wrn(
     input_shape: tuple,
     num_classes: int,
@@ -63,7 +63,6 @@ def build_wrn(
     `dropout` is the rate between a block's two convolutions (the paper's best CIFAR results
     use 0.3). Weight decay (the paper's 5e-4) belongs to the optimiser, not to the layers.
     """
-    check_image_input("wrn", input_shape)
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 10 or (depth - 4) % 6:
         raise ValueError(
             f"wrn needs depth = 6n + 4 with n >= 1 (10, 16, 22, 28, 40, ...), got depth={depth!r}"
@@ -91,7 +90,7 @@ def build_wrn(
     return keras.Model(inputs, logits, name=name)
 
 
-@register_model("wrn28_10")
+@register_model("wrn28_10", inputs=IMAGES)
 def build_wrn28_10(input_shape, num_classes, *, seeds: LayerSeeds, name: str = "wrn28_10",
                    dropout: float = 0.0, bn_momentum: float = 0.9) -> keras.Model:
     """WRN-28-10, the paper's CIFAR network (36.5M parameters)."""
@@ -99,7 +98,7 @@ def build_wrn28_10(input_shape, num_classes, *, seeds: LayerSeeds, name: str = "
                      dropout=dropout, bn_momentum=bn_momentum)
 
 
-@register_model("wrn16_4")
+@register_model("wrn16_4", inputs=IMAGES)
 def build_wrn16_4(input_shape, num_classes, *, seeds: LayerSeeds, name: str = "wrn16_4",
                   dropout: float = 0.0, bn_momentum: float = 0.9) -> keras.Model:
     """WRN-16-4 (2.7M parameters), a mid-sized teacher or student."""
@@ -107,7 +106,7 @@ def build_wrn16_4(input_shape, num_classes, *, seeds: LayerSeeds, name: str = "w
                      dropout=dropout, bn_momentum=bn_momentum)
 
 
-@register_model("wrn16_1")
+@register_model("wrn16_1", inputs=IMAGES)
 def build_wrn16_1(input_shape, num_classes, *, seeds: LayerSeeds, name: str = "wrn16_1",
                   dropout: float = 0.0, bn_momentum: float = 0.9) -> keras.Model:
     """WRN-16-1 (0.17M parameters), small enough for tests and CPU runs."""

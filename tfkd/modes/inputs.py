@@ -7,6 +7,7 @@ import os
 from tfkd.config import ConfigError
 from tfkd.data import DatasetError, load_dataset
 from tfkd.ensemble import Ensemble
+from tfkd.models import input_problem, models_for
 from tfkd.modes import fit, store
 
 SMOKE_EXAMPLES = 256
@@ -18,6 +19,10 @@ def load_splits(config):
                               data_dir=config.data_dir, image_size=config.image_size or None)
     except DatasetError as e:
         raise ConfigError(str(e)) from None
+    problem = input_problem(config.model, splits.input_shape)
+    if problem:  # found before anything trains, not when the first model is built
+        raise ConfigError(f"model: {problem} ({config.dataset}); models that read this data: "
+                          f"{', '.join(models_for(splits.input_shape))}")
     if config.augment != "none" and len(splits.input_shape) != 3:
         raise ConfigError(f"--augment={config.augment} needs images; {config.dataset} inputs "
                           f"have shape {splits.input_shape}")
