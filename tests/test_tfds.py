@@ -157,6 +157,38 @@ def test_offline_message_says_where_and_how(tmp_path, monkeypatch):
     assert "ConnectionError" in message and "--data_dir" in message
 
 
+def test_an_offline_machine_is_told_at_once_not_after_the_retries(tmp_path, monkeypatch):
+    """TFDS retries a download ten times with back-off (220 s here offline); a download
+    host without an address ends the load before TFDS starts. With a proxy set, TFDS
+    is left to try."""
+    import socket
+
+    started = []
+
+    def download(self, *args, **kwargs):
+        started.append(self.name)
+        raise ConnectionError("retries exhausted")
+
+    def no_address(host, *args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", download)
+    monkeypatch.setattr(socket, "getaddrinfo", no_address)
+    for variable in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                     "all_proxy"):
+        monkeypatch.delenv(variable, raising=False)
+    with pytest.raises(DatasetError) as error:
+        load_dataset("cifar10", data_dir=str(tmp_path))
+    assert started == []
+    assert "www.cs.toronto.edu" in str(error.value) and "offline" in str(error.value)
+    assert "--data_dir" in str(error.value)
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    with pytest.raises(DatasetError, match="retries exhausted"):
+        load_dataset("cifar10", data_dir=str(tmp_path))
+    assert started == ["cifar10"]
+
+
 # --- augmentation ---------------------------------------------------------------------------
 
 
