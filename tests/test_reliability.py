@@ -298,6 +298,9 @@ def bad_invocations(root):
          "wrn16_1 takes inputs of rank 3"),
         (["--smoke", "--model=resnet18", "--dataset=multiview", "--num_models=1", run],
          "resnet18 takes inputs of rank 3"),
+        # Members of other data, consumed as they are (found by tests/test_cli_property.py).
+        (["--mode=ensemble", "--smoke", "--model=mlp", "--num_models=1", "--dataset=mnist1d",
+          run], "(8, 8, 1)"),
     ]
 
 

@@ -38,6 +38,10 @@ def fingerprint(teacher_paths, data_key):
 
 
 def predict_logits(teachers, x, batch_size=512):
+    """`teachers`' outputs on `x`, an array (in batches of `batch_size`) or a batched
+    tf.data.Dataset."""
+    if hasattr(x, "element_spec"):
+        return np.asarray(teachers.predict(x, verbose=0), dtype=np.float32)
     return np.asarray(teachers.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
 
 
@@ -45,9 +49,9 @@ def array_checksum(array):
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
 
 
-def cached_logits(teachers, x, path, batch_size=512):
+def cached_logits(teachers, x, path, batch_size=512, rows=None):
     """Teacher logits for `x`, read from the cache at `path` when it is intact, else computed
-    and stored there.
+    and stored there. `x`: an array, or a batched tf.data.Dataset of `rows` examples.
 
     The file stored is `<path minus .npy>.<checksum of its logits>.npy`: one file, written
     atomically, whose contents are checked on every read. A damaged cache (unreadable, the
@@ -55,6 +59,7 @@ def cached_logits(teachers, x, path, batch_size=512):
     Returns a read-only memory map of float16 logits.
     """
     path = os.fspath(path)
+    rows = len(x) if rows is None else rows
     stem = path[:-len(".npy")] if path.endswith(".npy") else path
     directory, prefix = os.path.split(stem)
     found = sorted(f for f in (os.listdir(directory) if os.path.isdir(directory) else ())
@@ -64,8 +69,8 @@ def cached_logits(teachers, x, path, batch_size=512):
         candidate = os.path.join(directory, name)
         try:
             logits = np.load(candidate, mmap_mode="r")
-            problem = (f"it has {logits.shape[0]} rows for {len(x)} examples"
-                       if logits.shape[0] != len(x) else
+            problem = (f"it has {logits.shape[0]} rows for {rows} examples"
+                       if logits.shape[0] != rows else
                        "its contents do not match their checksum"
                        if array_checksum(logits) != name[len(prefix) + 1:-len(".npy")] else None)
         except (OSError, ValueError) as e:

@@ -190,8 +190,15 @@ class Config:
     augment: str = setting(
         "none", "data", "Training-batch augmentation. crop_flip: 4-pixel pad, random crop, "
         "horizontal flip (the standard CIFAR one); jitter: Ojha et al.'s colour jitter "
-        "(brightness, contrast; saturation, hue in colour). Teachers then run online.",
+        "(brightness, contrast; saturation, hue in colour). The teachers' outputs on the "
+        "augmented views are cached like any others (--teacher_cache).",
         choices="tfkd.data.pipeline:AUGMENTATIONS")
+    data_seed: int = setting(
+        -1, "data", "Seed of the augmented views (with --augment). -1: each model's own seed, "
+        "so every model sees its own views. N >= 0: example i's view in epoch e depends only "
+        "on (N, e, i), so every model trained on this data sees the same views and the "
+        "teachers' outputs on them are computed once for all their students.",
+        rule=whole(-1, MAX_SEED))
 
     # --- training ------------------------------------------------------------------------
     model: str = setting("cnn", "training", "Model architecture.",
@@ -246,8 +253,13 @@ class Config:
                                    choices="tfkd.ensemble:AVERAGES")
     teacher_cache: bool = setting(
         True, "distillation", "Compute the teachers' logits once, keep them in "
-        "<workdir>/cache (float16) and train students without any teacher forward pass "
-        "(not with --augment: teachers then see every augmented batch).")
+        "<workdir>/cache (float16) and train students without any teacher forward pass. "
+        "With --augment, the logits of every epoch's augmented views (exact: the views a "
+        "student sees), reused by every student of those views (see --data_seed).")
+    view_cache_max_gb: float = setting(
+        4.0, "distillation", "Largest teacher cache of augmented views to keep, in GB "
+        "(epochs x training examples x classes x 2 bytes); a larger one is not built and "
+        "the teachers run online, which the run says.", rule=number(0), identity=False)
 
     # --- hint ----------------------------------------------------------------------------
     hint_layer: str = setting(

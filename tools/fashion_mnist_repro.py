@@ -239,7 +239,7 @@ def run_all(config, workdir, kd_students):
 
     for row in train.run(config, workdir, splits, progress):
         rows[row["name"]] = row
-    members, paths = inputs.load_members(config, workdir)
+    members, paths = inputs.load_members(config, workdir, splits)
     for i, member in enumerate(members):
         logits[f"member_{i}"] = test_logits(workdir, f"member_{i}", member, splits)
     _, rows["ensemble"] = results.ensemble_row(config, workdir, splits, members,
@@ -248,7 +248,7 @@ def run_all(config, workdir, kd_students):
     phases["members + ensemble"] = time.time() - started
 
     t = time.time()
-    _, teachers = inputs.ensemble_teachers(config, workdir)
+    _, teachers = inputs.ensemble_teachers(config, workdir, splits)
     for seed in range(NUM_MEMBERS, NUM_MEMBERS + kd_students):
         name = kd_name(seed)
         student, rows[name] = fit.fit_model(config, workdir, splits, name=name,

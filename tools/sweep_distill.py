@@ -45,7 +45,8 @@ def main(argv):
     base = cli.config_from_flags(remember=False)[0].shrunk()
     splits = inputs.load_splits(base)
     teacher_dirs = [Workdir(d) for d in FLAGS.teacher_dirs]
-    ensembles = [inputs.ensemble_teachers(dataclasses.replace(base, teacher_dir=d.root), d)[1]
+    ensembles = [inputs.ensemble_teachers(dataclasses.replace(base, teacher_dir=d.root), d,
+                                          splits)[1]
                  for d in teacher_dirs]
     ensembles = [dataclasses.replace(t, name=f"ensemble_{k}") for k, t in enumerate(ensembles)]
     member_test = [d.read_metrics(n)["row"]["test_accuracy"]

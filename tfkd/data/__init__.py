@@ -20,7 +20,7 @@ from tfkd.data import folder as _folder  # noqa: F401  ("folder:")
 from tfkd.data import npz as _npz  # noqa: F401  ("npz:")
 from tfkd.data import tfds_loader as _tfds_loader  # noqa: F401  ("tfds:", the fallback)
 from tfkd.data.multiview import load_multiview
-from tfkd.data.pipeline import make_tf_dataset
+from tfkd.data.pipeline import augmented_views, make_tf_dataset
 from tfkd.data.registry import (DATASETS, SOURCES, DatasetError, Splits, accepted_forms,
                                 check_dataset_name, dataset_names, load_dataset,
                                 register_dataset, register_source)

@@ -31,6 +31,8 @@ def make_tf_dataset(
     drop_remainder: bool = False,
     repeat: bool = False,
     augment: str = "none",
+    augment_seed: Optional[int] = None,
+    view_logits=None,
     epochs: Optional[int] = None,
     initial_epoch: int = 0,
 ) -> tf.data.Dataset:
@@ -52,8 +54,13 @@ def make_tf_dataset(
     original size at a random offset, flip horizontally with probability 1/2.
     `augment="jitter"` applies Ojha et al.'s colour jitter (brightness and contrast; also
     saturation and hue for 3-channel images) on intensities mapped from x's [min, max] to
-    [0, 1] and back. Use either for training batches only. The draws are stateless and seeded by `seed`: reproducible,
-    different in each epoch, and independent of the parallel map's scheduling.
+    [0, 1] and back. Use either for training batches only. The draws are stateless, seeded
+    by `augment_seed` (default: `seed`), the epoch and the example's index: reproducible,
+    different in each epoch, and independent of the batch order and of the parallel map's
+    scheduling. So two datasets with one `augment_seed` hold the same views of each example
+    in each epoch, whatever their shuffling `seed` (`augmented_views` gives them in example
+    order), and `view_logits[e][i]`, the teachers' outputs on example i's view in epoch e,
+    can travel with it as `teacher_logits` (with `epochs`).
     """
     if augment not in AUGMENTATIONS:
         raise ValueError(f"unknown augment {augment!r}; choose one of: {', '.join(AUGMENTATIONS)}")
@@ -74,33 +81,35 @@ def make_tf_dataset(
         if teacher_logits is not None:
             # The teacher must see the augmented image its student sees: cached logits of
             # the clean image would teach a different target.
-            raise ValueError("augment needs online teachers: precomputed teacher_logits "
-                             "belong to the un-augmented images")
+            raise ValueError("augment needs online teachers or view_logits: precomputed "
+                             "teacher_logits belong to the un-augmented images")
         if x.ndim != 4:
             raise ValueError(f"augment={augment!r} needs images (n, height, width, channels), "
                              f"got x of shape {x.shape}")
+    if view_logits is not None and (augment == "none" or epochs is None):
+        raise ValueError("view_logits are the teachers' outputs on augmented views by epoch: "
+                         "they need augment and epochs")
 
     n = len(x)
     seed = 0 if seed is None else int(seed)
     x_all, y_all = tf.constant(x), tf.constant(y)
     read_logits = _logit_reader(teacher_logits)
+    read_views = None if view_logits is None else _view_reader(view_logits, n)
 
     def batches(pairs):
         """(counter, index) pairs -> batches; the counter seeds the example's augmentation."""
         if augment != "none":
-            low, high = float(x.min()), float(x.max())
+            view = _viewer(x, x_all, augment, seed if augment_seed is None else augment_seed)
 
             def one_example(counter, index):
-                pair = tf.stack([tf.constant(seed, tf.int64), counter])
-                image = tf.gather(x_all, index)
-                if augment == "crop_flip":
-                    image = crop_flip(image, pair)
-                else:
-                    image = random_jitter(image, pair, low, high)
-                return image, tf.gather(y_all, index)
+                return view(counter, index), tf.gather(y_all, index), counter
 
             examples = pairs.map(one_example, num_parallel_calls=tf.data.AUTOTUNE)
-            return examples.batch(batch_size, drop_remainder=drop_remainder)
+            examples = examples.batch(batch_size, drop_remainder=drop_remainder)
+            if read_views is None:
+                return examples.map(lambda images, labels, _: (images, labels))
+            return examples.map(lambda images, labels, counters: (
+                {"inputs": images, "teacher_logits": read_views(counters)}, labels))
 
         def one_batch(_, indices):
             inputs = tf.gather(x_all, indices)
@@ -127,6 +136,51 @@ def make_tf_dataset(
         counters = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
         dataset = batches(tf.data.Dataset.zip((counters, indices)))
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _viewer(x, x_all, augment, seed):
+    """The function (counter, index) -> the augmented view of example `index`; counter =
+    epoch * n + index. The one definition of a view, for training batches and the cache."""
+    low, high = float(x.min()), float(x.max())
+
+    def view(counter, index):
+        pair = tf.stack([tf.constant(int(seed), tf.int64), tf.cast(counter, tf.int64)])
+        image = tf.gather(x_all, index)
+        if augment == "crop_flip":
+            return crop_flip(image, pair)
+        return random_jitter(image, pair, low, high)
+
+    return view
+
+
+def augmented_views(x, *, augment, augment_seed, epoch, batch_size=512):
+    """Epoch `epoch`'s augmented view of every example of `x`, in example order, batched:
+    the views a training dataset with this `augment_seed` holds in that epoch, whatever
+    its shuffling. Built in a parallel map and prefetched, for the teachers' inference."""
+    if augment not in AUGMENTATIONS or augment == "none":
+        raise ValueError(f"augmented_views needs an augmentation, got {augment!r}")
+    x = np.asarray(x)
+    n = len(x)
+    view = _viewer(x, tf.constant(x), augment, augment_seed)
+    indices = tf.data.Dataset.range(n)
+    views = indices.map(lambda i: view(epoch * n + i, i), num_parallel_calls=tf.data.AUTOTUNE)
+    return views.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _view_reader(view_logits, n):
+    """counters -> rows of `view_logits[epoch]`; a batch never spans two epochs."""
+    num_classes = view_logits[0].shape[1]
+
+    def read_rows(counters):
+        epoch = int(counters[0]) // n
+        return np.asarray(view_logits[epoch][counters - epoch * n], dtype=np.float32)
+
+    def read(counters):
+        logits = tf.numpy_function(read_rows, [counters], tf.float32)
+        logits.set_shape([None, num_classes])
+        return logits
+
+    return read
 
 
 def _epoch_pairs(n, epoch, *, seed, shuffle):

@@ -50,7 +50,7 @@ def teacher_gradcam(members, teacher, x, layer):
 
 def run(config, workdir, splits=None, progress=None):
     splits = splits or inputs.load_splits(config)
-    members, _ = inputs.load_members(config, workdir)
+    members, _ = inputs.load_members(config, workdir, splits)
     if not workdir.has_model("distilled"):
         raise ConfigError(f"no distilled student in {workdir.root}; run --mode=distill (or "
                           "--mode=pipeline) with this --workdir first")

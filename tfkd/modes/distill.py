@@ -5,7 +5,7 @@ from tfkd.modes import fit, inputs, results
 
 def run(config, workdir, splits=None, progress=None):
     splits = splits or inputs.load_splits(config)
-    _, teachers = inputs.ensemble_teachers(config, workdir)
+    _, teachers = inputs.ensemble_teachers(config, workdir, splits)
     _, row = fit.fit_model(config, workdir, splits, name="distilled", kind="distilled",
                            seed=config.seed + config.num_models, teachers=teachers,
                            progress=progress or results.Progress(1))

@@ -72,24 +72,33 @@ class TeacherPlan:
     train_logits: object = None
     val_logits: object = None
     distilled: bool = False
+    view_logits: object = None
 
 
-def plan_teachers(config, workdir, splits, teachers):
+def plan_teachers(config, workdir, splits, teachers, seed):
     """The one place that decides between cached and online teachers.
 
-    Cached when --teacher_cache is on, the teachers are files (their hash names the cache)
-    and the training input is the same every epoch: with augmentation the teachers must
-    see each augmented batch. A hint loss needs the first teacher's features, so with a
+    Cached when --teacher_cache is on and the teachers are files (their hash names the
+    cache): their logits on the training split, or with --augment on every epoch's views
+    of it (`store.view_logits`: exact, since a view depends on the augmentation seed, the
+    epoch and the example only; online if the cache would be too large). Validation
+    batches are never augmented. A hint loss needs the first teacher's features, so with a
     hint that teacher still runs; the cached logits serve the rest.
     """
     if teachers is None:
         return TeacherPlan()
-    cached = config.teacher_cache and bool(teachers.paths) and config.augment == "none"
-    if not cached:
+    if not (config.teacher_cache and teachers.paths):
         return TeacherPlan(online=teachers.model, distilled=True)
-    train_logits, val_logits = store.teacher_logits(config, workdir, splits, teachers)
-    return TeacherPlan(online=teachers.model if config.hint_layer else None,
-                       train_logits=train_logits, val_logits=val_logits, distilled=True)
+    online = teachers.model if config.hint_layer else None
+    views = None
+    if config.augment != "none":
+        views = store.view_logits(config, workdir, splits, teachers, seed)
+        if views is None:
+            return TeacherPlan(online=teachers.model, distilled=True)
+    train_logits, val_logits = store.teacher_logits(config, workdir, splits, teachers,
+                                                    train=views is None)
+    return TeacherPlan(online=online, train_logits=train_logits, view_logits=views,
+                       val_logits=val_logits, distilled=True)
 
 
 def steps_per_epoch(config, splits):
@@ -119,7 +128,9 @@ def make_datasets(config, splits, seed, plan, *, epochs=None, initial_epoch=0):
     resumed fit sees exactly the batches an uninterrupted one would."""
     train = make_tf_dataset(splits.x_train, splits.y_train, batch_size=config.batch_size,
                             shuffle=True, seed=seed, teacher_logits=plan.train_logits,
-                            augment=config.augment, epochs=epochs or config.epochs,
+                            augment=config.augment,
+                            augment_seed=store.augment_seed(config, seed),
+                            view_logits=plan.view_logits, epochs=epochs or config.epochs,
                             initial_epoch=initial_epoch)
     val = make_tf_dataset(splits.x_val, splits.y_val, batch_size=EVAL_BATCH,
                           teacher_logits=plan.val_logits)
@@ -157,7 +168,7 @@ def fit_model(config, workdir, splits, *, name, kind, seed, teachers=None, gener
             check_teachers(teachers.model, student, f"the student {name}")
         except ValueError as e:
             raise ConfigError(f"cannot train {name}: {e}") from None
-    plan = plan_teachers(config, workdir, splits, teachers)
+    plan = plan_teachers(config, workdir, splits, teachers, seed)
     distiller = make_distiller(config, splits, student, plan, alpha=alpha, seed=seed)
     # After every epoch the student's state is saved; a killed run resumes from it.
     state = resume.TrainingState(workdir.state_path(name, store.state_key(settings)), distiller,

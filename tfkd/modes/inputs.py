@@ -72,17 +72,27 @@ def teacher_dir(config, workdir):
     return os.path.abspath(config.teacher_dir) if config.teacher_dir else workdir.root
 
 
-def load_members(config, workdir):
-    """The members that teach this run, as they are: (models, their files)."""
+def load_members(config, workdir, splits):
+    """The members that teach this run, as they are: (models, their files); a ConfigError
+    if one cannot read `splits` or predicts other classes."""
     directory = teacher_dir(config, workdir)
     how = (f"run --mode=train --workdir={directory} first, or --mode=pipeline"
            if directory == workdir.root or os.path.isdir(os.path.join(directory, "models"))
            else "add .keras models to the folder, or lower --num_models")
-    return store.load_members(config, directory, how_to_train=how)
+    members, paths = store.load_members(config, directory, how_to_train=how)
+    for member, path in zip(members, paths):
+        shape, classes = tuple(member.input_shape[1:]), member.output_shape[-1]
+        if shape != tuple(splits.input_shape) or classes != splits.num_classes:
+            raise ConfigError(
+                f"teacher {path} takes inputs of shape {shape} and predicts {classes} "
+                f"classes, but {config.dataset} has inputs of shape {tuple(splits.input_shape)} "
+                f"and {splits.num_classes} classes; give the --dataset its members were "
+                "trained on, or teachers of this data (--teacher_dir)")
+    return members, paths
 
 
-def ensemble_teachers(config, workdir):
+def ensemble_teachers(config, workdir, splits):
     """The members' ensemble as the `Teachers` of a student: (members, teachers)."""
-    members, paths = load_members(config, workdir)
+    members, paths = load_members(config, workdir, splits)
     ensemble = Ensemble(members, average=config.teacher_average, name="teachers")
     return members, fit.Teachers(ensemble, "ensemble", tuple(paths))

@@ -52,7 +52,7 @@ def run(config, workdir, splits=None, progress=None):
     progress = progress or results.Progress(
         (config.num_models if missing else 0) + num_fits(config))
     rows = train.ensure_members(config, workdir, splits, progress)
-    members, paths = inputs.load_members(config, workdir)
+    members, paths = inputs.load_members(config, workdir, splits)
     one_hot = np.eye(splits.num_classes)[splits.y_val]
     last_generation, chosen = [], {}
     for i, (member, member_path) in enumerate(zip(members, paths)):

@@ -18,6 +18,7 @@ Two uses, two rules:
 import json
 import os
 import re
+import time
 
 from absl import logging
 
@@ -207,8 +208,9 @@ def load_members(config, directory, *, how_to_train):
 
 # --- teacher-output cache ---------------------------------------------------------------------
 
-def teacher_logits(config, workdir, splits, teachers):
-    """The teachers' (train, validation) logits, from the workdir's cache or computed into it.
+def teacher_logits(config, workdir, splits, teachers, train=True):
+    """The teachers' (train, validation) logits, from the workdir's cache or computed into it
+    (train None when not `train`: augmented training batches need `view_logits`).
 
     The cache file is named by the teachers' content hash and the data settings, so a
     changed teacher or split never reuses a stale cache.
@@ -220,11 +222,75 @@ def teacher_logits(config, workdir, splits, teachers):
         # skip it by reading a file that only the chief writes.
         # Rounded as the cache file would be, so a cluster trains what one process does.
         return tuple(cache.predict_logits(teachers.model, x).astype("float16")
-                     for x in (splits.x_train, splits.x_val))
-    data = tuple(getattr(config, f) for f in fields_in("data"))
+                     if x is not None else None
+                     for x in (splits.x_train if train else None, splits.x_val))
+    # Clean inputs: the augmentation settings do not change them.
+    data = tuple(getattr(config, f) for f in fields_in("data") if f not in ("augment",
+                                                                           "data_seed"))
     key = cache.fingerprint(teachers.paths, data + (config.smoke, len(splits.x_train),
                                                     len(splits.x_val)))
     return tuple(
         cache.cached_logits(teachers.model, x,
                             workdir.path("cache", f"{teachers.name}-{key}.{split}.npy"))
-        for split, x in (("train", splits.x_train), ("val", splits.x_val)))
+        if x is not None else None
+        for split, x in (("train", splits.x_train if train else None), ("val", splits.x_val)))
+
+
+def augment_seed(config, seed):
+    """The seed of a model's augmented views: --data_seed, or the model's own seed."""
+    return config.data_seed if config.data_seed >= 0 else seed
+
+
+def view_logits(config, workdir, splits, teachers, seed):
+    """The teachers' logits on every epoch's augmented views of the training split (a list:
+    one read-only float16 memory map per epoch, rows in example order), or None when the
+    cache would exceed --view_cache_max_gb or the run is a cluster's (the teachers then
+    run online; the run says why).
+
+    The views of epoch e depend only on the augmentation seed, e and the example, so the
+    logits are exact and serve every student of those views: each epoch is one file named
+    by the teachers' content hash, the data and augmentation settings, the seed and e,
+    computed once (a killed build keeps its finished epochs; a damaged one is redone).
+    """
+    from tfkd import runtime
+    from tfkd.data import augmented_views
+
+    if runtime.task_from_tf_config() is not None:
+        logging.info("teacher view cache: not in a cluster (every worker would build it); "
+                     "teachers run online")
+        return None
+    n, epochs = len(splits.x_train), config.epochs
+    size = epochs * n * splits.num_classes * 2
+    if size > config.view_cache_max_gb * 2**30:
+        logging.info("teacher view cache: %d epochs x %d views x %d classes would take %.2f "
+                     "GB, more than --view_cache_max_gb=%g; teachers run online", epochs, n,
+                     splits.num_classes, size / 2**30, config.view_cache_max_gb)
+        return None
+    views_seed = augment_seed(config, seed)
+    data = tuple(getattr(config, f) for f in fields_in("data") if f != "data_seed")
+    key = cache.fingerprint(teachers.paths, data + (config.smoke, n, views_seed))
+    directory = workdir.path("cache", f"{teachers.name}-views-{key}")
+    done = sum(1 for e in range(epochs) if _has_epoch(directory, e))
+    if done < epochs:
+        logging.info("teacher view cache: %d epochs x %d views x %d classes, %.1f MB in %s; "
+                     "%d of %d epochs to compute", epochs, n, splits.num_classes,
+                     size / 2**20, directory, epochs - done, epochs)
+    logits = []
+    for epoch in range(epochs):
+        fresh = not _has_epoch(directory, epoch)
+        started = time.time()
+        views = augmented_views(splits.x_train, augment=config.augment,
+                                augment_seed=views_seed, epoch=epoch)
+        logits.append(cache.cached_logits(teachers.model, views,
+                                          os.path.join(directory, f"epoch_{epoch}.npy"),
+                                          rows=n))
+        if fresh:
+            logging.info("teacher view cache: epoch %d/%d in %.1fs", epoch + 1, epochs,
+                         time.time() - started)
+    return logits
+
+
+def _has_epoch(directory, epoch):
+    prefix = f"epoch_{epoch}."
+    return os.path.isdir(directory) and any(
+        f.startswith(prefix) and f.endswith(".npy") for f in os.listdir(directory))

@@ -92,9 +92,9 @@ def run(config, workdir, splits=None, progress=None, strategy=None):
     if train.missing_members(config, workdir):
         with strategy.scope():
             train.run(config, workdir, splits)
-    _, teachers = inputs.ensemble_teachers(config, workdir)
-    plan = fit.plan_teachers(config, workdir, splits, teachers)
+    _, teachers = inputs.ensemble_teachers(config, workdir, splits)
     seed = config.seed + config.num_models  # the distilled student's seed
+    plan = fit.plan_teachers(config, workdir, splits, teachers, seed)
     hypermodel = DistillHyperModel(config, splits, seed=seed, plan=plan)
     # A project per search: other ranges, tuner or student settings start a new one
     # rather than continuing a search they do not belong to.

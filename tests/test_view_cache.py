@@ -1,0 +1,161 @@
+"""The teachers' outputs on augmented views, cached: exact, built once, resumed, redone.
+
+A view of example i in epoch e depends only on (augmentation seed, e, i), so the teachers'
+logits on it can be computed before training and read with the batch that holds it.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from test_cli import ok, tfkd
+
+from tfkd import cache
+from tfkd.config import Config
+from tfkd.data import augmented_views, make_tf_dataset
+from tfkd.modes import fit, inputs, store
+from tfkd.workdir import Workdir
+
+PROJECTION = np.random.default_rng(0).normal(size=(64, 10)).astype(np.float32)
+
+
+def fake_teacher(images):
+    """Logits that depend on every pixel of the view: a fixed linear map."""
+    return np.asarray(images, np.float32).reshape(len(images), -1) @ PROJECTION
+
+
+def epoch_views(x, epoch, seed=7, augment="crop_flip"):
+    return np.concatenate(list(augmented_views(x, augment=augment, augment_seed=seed,
+                                               epoch=epoch).as_numpy_iterator()))
+
+
+@pytest.mark.parametrize("augment", ["crop_flip", "jitter"])
+def test_each_batch_carries_the_logits_of_its_own_views(digits, augment):
+    x, y = digits[0][:100], digits[1][:100]
+    views = [epoch_views(x, e, augment=augment) for e in range(2)]
+    logits = [fake_teacher(v).astype(np.float16) for v in views]
+    assert not np.allclose(views[0], views[1])  # a new view every epoch
+    seen = {}
+    for shuffle_seed in (1, 2):
+        ds = make_tf_dataset(x, y, batch_size=32, shuffle=True, seed=shuffle_seed,
+                             augment=augment, augment_seed=7, view_logits=logits, epochs=2)
+        batches = list(ds.as_numpy_iterator())
+        assert len(batches) == 8  # 4 per epoch, the last of 4 examples
+        for inputs_, _ in batches:
+            expected = fake_teacher(inputs_["inputs"]).astype(np.float16).astype(np.float32)
+            np.testing.assert_allclose(inputs_["teacher_logits"], expected, rtol=2e-3,
+                                       atol=2e-2)
+        # The same views whatever the order: compare each epoch's views as a set.
+        seen[shuffle_seed] = [np.sort(np.concatenate(
+            [b[0]["inputs"].reshape(len(b[0]["inputs"]), -1) for b in batches[4 * e:4 * e + 4]]),
+            axis=0) for e in range(2)]
+    for e in range(2):
+        np.testing.assert_array_equal(seen[1][e], seen[2][e])
+        np.testing.assert_array_equal(seen[1][e], np.sort(views[e].reshape(100, -1), axis=0))
+
+
+@pytest.fixture
+def setup(tmp_path):
+    """A digits config with crop_flip, a saved teacher, and a workdir."""
+    import keras
+
+    import tfkd
+
+    config = Config(dataset="digits", model="mlp", augment="crop_flip", data_seed=3, epochs=3,
+                    train_size=200, workdir=str(tmp_path / "run"))
+    splits = inputs.load_splits(config)
+    model = tfkd.build_model("mlp", splits.input_shape, splits.num_classes, seed=1,
+                             model_name="member_0")
+    path = tmp_path / "member_0.keras"
+    model.save(path)
+    teachers = fit.Teachers(keras.saving.load_model(path), "member_0", (str(path),))
+    return config, splits, teachers, Workdir(config.workdir).create()
+
+
+def counting(monkeypatch):
+    calls = []
+    predict = cache.predict_logits
+
+    def count(teachers, x, batch_size=512):
+        calls.append(1)
+        return predict(teachers, x, batch_size)
+
+    monkeypatch.setattr(cache, "predict_logits", count)
+    return calls
+
+
+def test_built_once_then_read_and_a_damaged_or_missing_epoch_is_redone(setup, monkeypatch):
+    config, splits, teachers, workdir = setup
+    calls = counting(monkeypatch)
+    first = store.view_logits(config, workdir, splits, teachers, seed=11)
+    assert len(first) == 3 and len(calls) == 3
+    assert first[0].dtype == np.float16 and first[0].shape == (200, 10)
+    # Exact: the teacher's own outputs on epoch e's views.
+    direct = teachers.model.predict(epoch_views(splits.x_train, 1, seed=3), verbose=0)
+    np.testing.assert_allclose(first[1], direct.astype(np.float16), rtol=1e-3, atol=1e-3)
+
+    again = store.view_logits(config, workdir, splits, teachers, seed=12)  # data_seed fixed
+    assert len(calls) == 3
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+
+    directory = os.path.dirname(first[0].filename)
+    first = [np.array(a) for a in first]  # copies: the damage below overwrites the files
+    files = sorted(os.listdir(directory))
+    garbage = np.full((200, 10), 7.0, np.float16)  # finite, under a valid header
+    np.save(os.path.join(directory, next(f for f in files if f.startswith("epoch_1."))),
+            garbage)
+    os.remove(os.path.join(directory, next(f for f in files if f.startswith("epoch_2."))))
+    redone = store.view_logits(config, workdir, splits, teachers, seed=11)
+    assert len(calls) == 5  # epochs 1 and 2, not 0
+    for a, b in zip(first, redone):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_each_model_its_own_views_without_a_data_seed(setup, monkeypatch):
+    import dataclasses
+
+    config, splits, teachers, workdir = setup
+    config = dataclasses.replace(config, data_seed=-1)
+    calls = counting(monkeypatch)
+    a = store.view_logits(config, workdir, splits, teachers, seed=11)
+    b = store.view_logits(config, workdir, splits, teachers, seed=12)
+    assert len(calls) == 6 and not np.array_equal(a[0], b[0])
+
+
+def test_a_cache_over_the_size_cap_leaves_the_teachers_online(setup, monkeypatch, caplog):
+    import dataclasses
+
+    config, splits, teachers, workdir = setup
+    config = dataclasses.replace(config, view_cache_max_gb=1e-6)  # 1 KB; it takes 12 KB
+    calls = counting(monkeypatch)
+    with caplog.at_level("INFO"):
+        plan = fit.plan_teachers(config, workdir, splits, teachers, seed=11)
+    assert plan.online is teachers.model and plan.view_logits is None and not calls
+    assert "--view_cache_max_gb=1e-06; teachers run online" in caplog.text
+
+
+def history(workdir, name):
+    return json.load(open(os.path.join(workdir, "metrics", f"{name}.json")))["history"]
+
+
+def test_a_student_of_cached_views_trains_as_one_of_online_teachers(tmp_path):
+    """Exactness, through the command: the same losses to float16 precision; and a tune
+    on the same views reuses the cache instead of building it again."""
+    common = ["--model=mlp", "--epochs=3", "--train_size=400", "--augment=jitter",
+              "--data_seed=0", "--num_models=2", "--allow_chance", "--batch_size=64"]
+    cached = tmp_path / "cached"
+    ok(tfkd("--mode=train", *common, f"--workdir={cached}"))
+    built = ok(tfkd("--mode=distill", *common, f"--workdir={cached}"))
+    assert "3 of 3 epochs to compute" in built.stderr
+    ok(tfkd("--mode=distill", *common, "--noteacher_cache", f"--teacher_dir={cached}",
+            f"--workdir={tmp_path / 'online'}"))
+    views = [d for d in os.listdir(cached / "cache") if "-views-" in d]
+    assert len(views) == 1 and len(os.listdir(cached / "cache" / views[0])) == 3
+    assert not os.listdir(tmp_path / "online" / "cache")
+    a, b = history(cached, "distilled"), history(tmp_path / "online", "distilled")
+    for key in ("loss", "distillation_loss", "student_loss", "accuracy"):
+        np.testing.assert_allclose(a[key], b[key], rtol=2e-3, err_msg=key)
+    tuned = ok(tfkd("--mode=tune", *common, "--max_trials=2", f"--workdir={cached}"))
+    assert "epochs to compute" not in tuned.stderr
