@@ -75,13 +75,15 @@ class TeacherPlan:
     view_logits: object = None
 
 
-def plan_teachers(config, workdir, splits, teachers, seed):
+def plan_teachers(config, workdir, splits, teachers, seed, view_cache=True):
     """The one place that decides between cached and online teachers.
 
     Cached when --teacher_cache is on and the teachers are files (their hash names the
     cache): their logits on the training split, or with --augment on every epoch's views
     of it (`store.view_logits`: exact, since a view depends on the augmentation seed, the
-    epoch and the example only; online if the cache would be too large). Validation
+    epoch and the example only; online if the cache would be too large, or when the caller
+    says no other student will train on those views (`view_cache=False`: building the
+    cache would cost what running the teachers online costs, and the disk). Validation
     batches are never augmented. A hint loss needs the first teacher's features, so with a
     hint that teacher still runs; the cached logits serve the rest.
     """
@@ -92,7 +94,7 @@ def plan_teachers(config, workdir, splits, teachers, seed):
     online = teachers.model if config.hint_layer else None
     views = None
     if config.augment != "none":
-        views = store.view_logits(config, workdir, splits, teachers, seed)
+        views = store.view_logits(config, workdir, splits, teachers, seed) if view_cache else None
         if views is None:
             return TeacherPlan(online=teachers.model, distilled=True)
     train_logits, val_logits = store.teacher_logits(config, workdir, splits, teachers,
@@ -138,13 +140,15 @@ def make_datasets(config, splits, seed, plan, *, epochs=None, initial_epoch=0):
 
 
 def fit_model(config, workdir, splits, *, name, kind, seed, teachers=None, generation=None,
-              progress=None, alpha=None, build=None, extra_settings=None):
+              progress=None, alpha=None, build=None, extra_settings=None, view_cache=True):
     """Trains one model through the Distiller (alpha = 1 without teachers) and saves it.
 
     `teachers`: a `Teachers`, or None for a model trained on the labels alone; `alpha`
     overrides config.alpha (a self-distillation step's own ground-truth weight);
     `build(config, splits, seed, name)` replaces `build_student` (e.g. a jointly trained
-    average), and `extra_settings` are what else the model's identity holds.
+    average), and `extra_settings` are what else the model's identity holds; `view_cache`
+    False: the teachers' outputs on augmented views serve this student alone, so they run
+    online instead of being cached (see `plan_teachers`).
 
     A model already finished in the workdir with the same identity is loaded instead of
     retrained (`tfkd.modes.store`). Returns (model, result row).
@@ -168,7 +172,7 @@ def fit_model(config, workdir, splits, *, name, kind, seed, teachers=None, gener
             check_teachers(teachers.model, student, f"the student {name}")
         except ValueError as e:
             raise ConfigError(f"cannot train {name}: {e}") from None
-    plan = plan_teachers(config, workdir, splits, teachers, seed)
+    plan = plan_teachers(config, workdir, splits, teachers, seed, view_cache)
     distiller = make_distiller(config, splits, student, plan, alpha=alpha, seed=seed)
     # After every epoch the student's state is saved; a killed run resumes from it.
     state = resume.TrainingState(workdir.state_path(name, store.state_key(settings)), distiller,

@@ -61,8 +61,10 @@ def run(config, workdir, splits=None, progress=None):
         ground_truth_predictions = None
         for g, alpha in enumerate(alphas, start=1):
             seed = config.seed + 100 * g + i
+            # A teacher of a chain teaches one student, whose views nobody else sees: its
+            # outputs are cached only for an estimated alpha, whose probe sees them too.
             step = dict(kind="self_distilled", seed=seed, teachers=teachers, generation=g,
-                        progress=progress)
+                        progress=progress, view_cache=alpha == "optimal")
             if alpha == "optimal":
                 if ground_truth_predictions is None:
                     ground_truth_predictions = validation_probabilities(member, splits)
