@@ -172,7 +172,7 @@ def test_teachers_of_another_dataset_are_refused(tmp_path):
                   "--dataset=digits", f"--teacher_dir={teachers}",
                   f"--workdir={tmp_path / 'other_student'}")
     assert result.returncode == 2, result.stderr[-2000:]
-    assert "teacher 0 takes inputs of shape (40, 1)" in result.stderr
+    assert "member_0.keras takes inputs of shape (40, 1)" in result.stderr
     assert "Traceback" not in result.stderr
 
 

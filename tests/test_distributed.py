@@ -73,9 +73,9 @@ def test_the_command_trains_on_three_replicas_with_a_batch_they_do_not_divide(tm
     from test_cli import ok, tfkd
 
     workdir = tmp_path / "run"
-    result = ok(tfkd("--smoke", "--model=mlp", "--num_models=1", "--self_distill_steps=1",
+    result = ok(tfkd("--smoke", "--model=mlp", "--num_models=1", "--mode=train",
                      "--strategy=mirrored", "--num_cpu_devices=3", "--batch_size=63",
                      f"--workdir={workdir}"))
     assert "MirroredStrategy (3 replicas)" in result.stderr
     table = json.load(open(workdir / "results.json"))["rows"]
-    assert {"member_0", "distilled", "self_distilled_0_g1"} <= {r["name"] for r in table}
+    assert "member_0" in {r["name"] for r in table}

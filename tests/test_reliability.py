@@ -57,6 +57,7 @@ def results(workdir):
     return open(os.path.join(workdir, "results.csv")).read()
 
 
+@pytest.mark.slow  # the default suite stops a pipeline with SIGKILL in tests/test_faults.py
 def test_sigkill_at_three_points_then_resume_equals_an_uninterrupted_run(tmp_path):
     reference = tmp_path / "uninterrupted"
     clean = start(reference)

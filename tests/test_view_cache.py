@@ -74,7 +74,7 @@ def setup(tmp_path):
 
 
 def counting(monkeypatch):
-    calls = []
+    calls = []  # one per inference pass
     predict = cache.predict_logits
 
     def count(teachers, x, batch_size=512):
@@ -85,18 +85,19 @@ def counting(monkeypatch):
     return calls
 
 
-def test_built_once_then_read_and_a_damaged_or_missing_epoch_is_redone(setup, monkeypatch):
+def test_built_once_then_read_and_a_damaged_or_missing_epoch_is_redone(setup, monkeypatch,
+                                                                       caplog):
     config, splits, teachers, workdir = setup
     calls = counting(monkeypatch)
     first = store.view_logits(config, workdir, splits, teachers, seed=11)
-    assert len(first) == 3 and len(calls) == 3
+    assert len(first) == 3 and len(calls) == 1  # the 3 epochs in one inference pass
     assert first[0].dtype == np.float16 and first[0].shape == (200, 10)
     # Exact: the teacher's own outputs on epoch e's views.
     direct = teachers.model.predict(epoch_views(splits.x_train, 1, seed=3), verbose=0)
     np.testing.assert_allclose(first[1], direct.astype(np.float16), rtol=1e-3, atol=1e-3)
 
     again = store.view_logits(config, workdir, splits, teachers, seed=12)  # data_seed fixed
-    assert len(calls) == 3
+    assert len(calls) == 1
     for a, b in zip(first, again):
         np.testing.assert_array_equal(a, b)
 
@@ -107,10 +108,33 @@ def test_built_once_then_read_and_a_damaged_or_missing_epoch_is_redone(setup, mo
     np.save(os.path.join(directory, next(f for f in files if f.startswith("epoch_1."))),
             garbage)
     os.remove(os.path.join(directory, next(f for f in files if f.startswith("epoch_2."))))
-    redone = store.view_logits(config, workdir, splits, teachers, seed=11)
-    assert len(calls) == 5  # epochs 1 and 2, not 0
+    with caplog.at_level("INFO"):
+        redone = store.view_logits(config, workdir, splits, teachers, seed=11)
+    assert len(calls) == 2 and "2 of 3 epochs to compute" in caplog.text  # epochs 1 and 2
+    assert "is damaged" in caplog.text
     for a, b in zip(first, redone):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_build_stopped_midway_keeps_its_finished_epochs(setup, monkeypatch, caplog):
+    config, splits, teachers, workdir = setup
+    monkeypatch.setattr(store, "VIEW_CHUNK_BYTES", 200 * 10 * 4)  # one epoch per pass
+    predict = cache.predict_logits
+    calls = []
+
+    def stopped_in_the_second_pass(teachers, x, batch_size=512):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as Ctrl-C or a kill arrives mid-build
+        return predict(teachers, x, batch_size)
+
+    monkeypatch.setattr(cache, "predict_logits", stopped_in_the_second_pass)
+    with pytest.raises(KeyboardInterrupt):
+        store.view_logits(config, workdir, splits, teachers, seed=11)
+    with caplog.at_level("INFO"):
+        logits = store.view_logits(config, workdir, splits, teachers, seed=11)
+    assert "2 of 3 epochs to compute" in caplog.text and len(calls) == 4
+    assert [a.shape for a in logits] == [(200, 10)] * 3
 
 
 def test_each_model_its_own_views_without_a_data_seed(setup, monkeypatch):
@@ -121,7 +145,7 @@ def test_each_model_its_own_views_without_a_data_seed(setup, monkeypatch):
     calls = counting(monkeypatch)
     a = store.view_logits(config, workdir, splits, teachers, seed=11)
     b = store.view_logits(config, workdir, splits, teachers, seed=12)
-    assert len(calls) == 6 and not np.array_equal(a[0], b[0])
+    assert len(calls) == 2 and not np.array_equal(a[0], b[0])
 
 
 def test_a_cache_over_the_size_cap_leaves_the_teachers_online(setup, monkeypatch, caplog):

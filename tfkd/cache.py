@@ -58,9 +58,21 @@ def cached_logits(teachers, x, path, batch_size=512, rows=None):
     wrong size, or finite garbage under a valid header) is reported and computed again.
     Returns a read-only memory map of float16 logits.
     """
+    found = read_cached(path, len(x) if rows is None else rows)
+    if found is not None:
+        return found
+    return store_logits(path, predict_logits(teachers, x, batch_size))
+
+
+def _stem(path):
     path = os.fspath(path)
-    rows = len(x) if rows is None else rows
-    stem = path[:-len(".npy")] if path.endswith(".npy") else path
+    return path[:-len(".npy")] if path.endswith(".npy") else path
+
+
+def read_cached(path, rows):
+    """The intact cache of `rows` rows stored for `path` (a read-only float16 memory map), or
+    None; a damaged one is reported and removed."""
+    stem = _stem(path)
     directory, prefix = os.path.split(stem)
     found = sorted(f for f in (os.listdir(directory) if os.path.isdir(directory) else ())
                    if f.startswith(prefix + ".") and f.endswith(".npy") and f.count(".") == (
@@ -79,8 +91,14 @@ def cached_logits(teachers, x, path, batch_size=512, rows=None):
             return logits
         logging.warning("teacher cache %s is damaged: %s; computing it again", candidate, problem)
         os.remove(candidate)
-    logits = predict_logits(teachers, x, batch_size).astype(np.float16)
-    final = f"{stem}.{array_checksum(logits)}.npy"
+    return None
+
+
+def store_logits(path, logits):
+    """Stores `logits` as float16 for `path`, atomically, named by their checksum; returns
+    the read-only memory map of the stored file."""
+    logits = np.asarray(logits).astype(np.float16)
+    final = f"{_stem(path)}.{array_checksum(logits)}.npy"
     with atomic_path(final, size=logits.nbytes + 128) as tmp:
         np.save(tmp, logits)
     return np.load(final, mmap_mode="r")

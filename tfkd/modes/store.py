@@ -15,6 +15,7 @@ Two uses, two rules:
   records their content hash, so a changed teacher makes its students stale.
 """
 
+import functools
 import json
 import os
 import re
@@ -236,6 +237,9 @@ def teacher_logits(config, workdir, splits, teachers, train=True):
         for split, x in (("train", splits.x_train if train else None), ("val", splits.x_val)))
 
 
+VIEW_CHUNK_BYTES = 256 * 2**20
+
+
 def augment_seed(config, seed):
     """The seed of a model's augmented views: --data_seed, or the model's own seed."""
     return config.data_seed if config.data_seed >= 0 else seed
@@ -270,27 +274,24 @@ def view_logits(config, workdir, splits, teachers, seed):
     data = tuple(getattr(config, f) for f in fields_in("data") if f != "data_seed")
     key = cache.fingerprint(teachers.paths, data + (config.smoke, n, views_seed))
     directory = workdir.path("cache", f"{teachers.name}-views-{key}")
-    done = sum(1 for e in range(epochs) if _has_epoch(directory, e))
-    if done < epochs:
+    paths = [os.path.join(directory, f"epoch_{e}.npy") for e in range(epochs)]
+    logits = [cache.read_cached(path, n) for path in paths]
+    missing = [e for e in range(epochs) if logits[e] is None]
+    if missing:
         logging.info("teacher view cache: %d epochs x %d views x %d classes, %.1f MB in %s; "
                      "%d of %d epochs to compute", epochs, n, splits.num_classes,
-                     size / 2**20, directory, epochs - done, epochs)
-    logits = []
-    for epoch in range(epochs):
-        fresh = not _has_epoch(directory, epoch)
-        started = time.time()
-        views = augmented_views(splits.x_train, augment=config.augment,
-                                augment_seed=views_seed, epoch=epoch)
-        logits.append(cache.cached_logits(teachers.model, views,
-                                          os.path.join(directory, f"epoch_{epoch}.npy"),
-                                          rows=n))
-        if fresh:
-            logging.info("teacher view cache: epoch %d/%d in %.1fs", epoch + 1, epochs,
-                         time.time() - started)
+                     size / 2**20, directory, len(missing), epochs)
+    # Several epochs per inference pass (one predict call has fixed costs), a few hundred MB
+    # of float32 logits at most: a killed build keeps every chunk it finished.
+    per_chunk = max(1, min(len(missing), VIEW_CHUNK_BYTES // (n * splits.num_classes * 4)))
+    for start in range(0, len(missing), per_chunk):
+        chunk, started = missing[start:start + per_chunk], time.time()
+        views = functools.reduce(lambda a, b: a.concatenate(b), (
+            augmented_views(splits.x_train, augment=config.augment, augment_seed=views_seed,
+                            epoch=e) for e in chunk))
+        computed = cache.predict_logits(teachers.model, views)
+        for i, e in enumerate(chunk):
+            logits[e] = cache.store_logits(paths[e], computed[i * n:(i + 1) * n])
+        logging.info("teacher view cache: epochs %d-%d of %d in %.1fs", chunk[0] + 1,
+                     chunk[-1] + 1, epochs, time.time() - started)
     return logits
-
-
-def _has_epoch(directory, epoch):
-    prefix = f"epoch_{epoch}."
-    return os.path.isdir(directory) and any(
-        f.startswith(prefix) and f.endswith(".npy") for f in os.listdir(directory))
