@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pytest
 
-from test_reliability import PIPELINE, finished_models, results, saved_epoch, snapshot, start
+from test_reliability import finished_models, results, saved_epoch, snapshot, start, stop_when
 
 SIGNAL_EXIT = {signal.SIGTERM: 128 + signal.SIGTERM, signal.SIGINT: 128 + signal.SIGINT}
 
@@ -51,19 +51,6 @@ def reference(tmp_path_factory):
     _, stderr = clean.communicate()
     assert clean.returncode == 0, stderr[-2000:]
     return workdir
-
-
-def stop_when(process, condition, sig, timeout=300):
-    """Sends `sig` once `condition()` holds; returns (exit code, stderr)."""
-    deadline = time.time() + timeout
-    while not condition():
-        assert process.poll() is None, "the run ended before the stop point: " + (
-            process.stderr.read()[-2000:])
-        assert time.time() < deadline, "stop point never reached"
-        time.sleep(0.02)
-    process.send_signal(sig)
-    _, stderr = process.communicate(timeout=120)
-    return process.returncode, stderr
 
 
 def assert_same_weights(workdir, reference):

@@ -37,15 +37,17 @@ def saved_epoch(workdir, name):
     return 0
 
 
-def kill_when(process, condition, timeout=300):
+def stop_when(process, condition, sig=signal.SIGKILL, timeout=300):
+    """Sends `sig` to `process` once `condition()` holds; returns (exit code, stderr)."""
     deadline = time.time() + timeout
     while not condition():
-        assert process.poll() is None, "the run finished before the kill point: " + (
+        assert process.poll() is None, "the run ended before the stop point: " + (
             process.stderr.read()[-2000:])
-        assert time.time() < deadline, "kill point never reached"
+        assert time.time() < deadline, "stop point never reached"
         time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.communicate()
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=120)
+    return process.returncode, stderr
 
 
 def finished_models(workdir):
@@ -76,7 +78,7 @@ def test_sigkill_at_three_points_then_resume_equals_an_uninterrupted_run(tmp_pat
     ]
     for label, condition in kill_points:
         before = finished_models(workdir)
-        kill_when(start(workdir), condition)
+        stop_when(start(workdir), condition)
         after = finished_models(workdir)
         # No finished model was trained again (its file was not rewritten).
         assert {k: after[k] for k in before} == before, label

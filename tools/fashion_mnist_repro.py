@@ -26,8 +26,6 @@ defaults alpha = 0.1 (ground-truth weight) and T = 4.
 """
 
 import argparse
-import dataclasses
-import json
 import os
 import shlex
 import sys
@@ -313,7 +311,7 @@ def summary_table(rows, stats, kd_students):
     acc = {k: [rows[n]["test_accuracy"] for n in names] for k, names in g.items()}
     val = {k: [rows[n]["val_accuracy"] for n in names] for k, names in g.items()}
     base = 100 * np.mean(acc["members"])
-    labels = {"members": f"members (seeds 0-4), mean ± std",
+    labels = {"members": "members (seeds 0-4), mean ± std",
               "ensemble": "ensemble of the 5 (mean logits)",
               "kd": f"KD students (seeds {', '.join(str(s) for s in range(5, 5 + kd_students))}),"
                     " mean ± std",

@@ -29,6 +29,6 @@ from tfkd.data.registry import (DATASETS, SOURCES, DatasetError, Splits, accepte
 # the split seed); tools/multiview_repro.py varies the parameters.
 register_dataset("multiview")(load_multiview)
 
-__all__ = ["DATASETS", "SOURCES", "DatasetError", "Splits", "accepted_forms",
+__all__ = ["DATASETS", "SOURCES", "DatasetError", "Splits", "accepted_forms", "augmented_views",
            "check_dataset_name", "dataset_names", "load_dataset", "make_tf_dataset",
            "register_dataset", "register_source"]
