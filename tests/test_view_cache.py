@@ -183,3 +183,35 @@ def test_a_student_of_cached_views_trains_as_one_of_online_teachers(tmp_path):
         np.testing.assert_allclose(a[key], b[key], rtol=2e-3, err_msg=key)
     tuned = ok(tfkd("--mode=tune", *common, "--max_trials=2", f"--workdir={cached}"))
     assert "epochs to compute" not in tuned.stderr
+
+
+def test_top_k_keeps_the_largest_logits_and_the_mean_of_the_rest():
+    logits = np.random.default_rng(1).normal(size=(50, 10)).astype(np.float32)
+    decoded = cache.TopK(cache.TopK.pack(logits, 3), 10)[np.arange(50)]
+    order = np.argsort(-logits, axis=1)
+    for row, top, full in zip(decoded, order, logits):
+        np.testing.assert_array_equal(row[top[:3]], full[top[:3]])
+        np.testing.assert_allclose(row[top[3:]], full[top[3:]].mean(), atol=1e-5)
+    # k = classes - 1: the one other logit is its own mean, so nothing is lost.
+    exact = cache.TopK(cache.TopK.pack(logits, 9), 10)[np.arange(50)]
+    np.testing.assert_allclose(exact, logits, rtol=1e-5, atol=1e-6)
+
+
+def test_a_top_k_view_cache_stores_less_and_reads_full_rows(setup):
+    import dataclasses
+
+    config, splits, teachers, workdir = setup
+    full = store.view_logits(config, workdir, splits, teachers, seed=11)
+    top = store.view_logits(dataclasses.replace(config, view_cache_top_k=3), workdir, splits,
+                            teachers, seed=11)
+    assert top[0].packed.shape == (200, 7) and top[0].shape == (200, 10)
+    rows = top[1][np.arange(200)]
+    exact = np.asarray(full[1], np.float32)
+    largest = np.argsort(-exact, axis=1)[:, :3]
+    np.testing.assert_allclose(np.take_along_axis(rows, largest, axis=1),
+                               np.take_along_axis(exact, largest, axis=1), rtol=2e-3, atol=2e-3)
+    # Through the training pipeline: batches carry decoded full rows.
+    ds = make_tf_dataset(splits.x_train, splits.y_train, batch_size=64, shuffle=True, seed=11,
+                         augment="crop_flip", augment_seed=3, view_logits=top, epochs=3)
+    batch = next(iter(ds))[0]["teacher_logits"].numpy()
+    assert batch.shape == (64, 10) and np.isfinite(batch).all()

@@ -102,3 +102,40 @@ def store_logits(path, logits):
     with atomic_path(final, size=logits.nbytes + 128) as tmp:
         np.save(tmp, logits)
     return np.load(final, mmap_mode="r")
+
+
+class TopK:
+    """A cache of each row's k largest logits, read as full rows of `num_classes` logits.
+
+    Stored as one float16 array of shape (n, 2k + 1): the k largest logits, their class
+    indices (exact in float16 up to 2048 classes) and the mean of the other logits, which
+    is what every other class reads back. Exact for k >= num_classes - 1; otherwise the
+    other classes' share of a softmax is underestimated (their mean's exponential is at
+    most the mean of their exponentials).
+    """
+
+    def __init__(self, packed, num_classes):
+        self.packed, self.num_classes = packed, num_classes
+        self.k = (packed.shape[1] - 1) // 2
+        self.shape = (packed.shape[0], num_classes)
+
+    @staticmethod
+    def pack(logits, k):
+        logits = np.asarray(logits, np.float32)
+        n, classes = logits.shape
+        if classes > 2048:
+            raise ValueError(f"top-k caches hold at most 2048 classes, got {classes}")
+        top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+        values = np.take_along_axis(logits, top, axis=1)
+        rest = ((logits.sum(axis=1) - values.sum(axis=1)) / max(classes - k, 1))[:, None]
+        return np.concatenate([values, top.astype(np.float32), rest], axis=1)
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, rows):
+        packed = np.asarray(self.packed[rows], np.float32)
+        full = np.repeat(packed[:, -1:], self.num_classes, axis=1)
+        indices = packed[:, self.k:2 * self.k].astype(np.int64)
+        np.put_along_axis(full, indices, packed[:, :self.k], axis=1)
+        return full

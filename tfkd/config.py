@@ -260,6 +260,11 @@ class Config:
         4.0, "distillation", "Largest teacher cache of augmented views to keep, in GB "
         "(epochs x training examples x classes x 2 bytes); a larger one is not built and "
         "the teachers run online, which the run says.", rule=number(0), identity=False)
+    view_cache_top_k: int = setting(
+        0, "distillation", "Keep only each view's K largest teacher logits in that cache, and "
+        "the mean of the others, which stand in for every other class: (2K+1)/classes of "
+        "the storage, approximate (the other classes' share of the soft targets is "
+        "underestimated). 0, or K >= classes: every logit, exact.", rule=whole(0))
 
     # --- hint ----------------------------------------------------------------------------
     hint_layer: str = setting(

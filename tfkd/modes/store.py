@@ -263,23 +263,26 @@ def view_logits(config, workdir, splits, teachers, seed):
         logging.info("teacher view cache: not in a cluster (every worker would build it); "
                      "teachers run online")
         return None
-    n, epochs = len(splits.x_train), config.epochs
-    size = epochs * n * splits.num_classes * 2
+    n, epochs, classes = len(splits.x_train), config.epochs, splits.num_classes
+    k = config.view_cache_top_k if 0 < config.view_cache_top_k < classes else 0
+    width = 2 * k + 1 if k else classes  # float16 numbers stored per view (cache.TopK)
+    size = epochs * n * width * 2
     if size > config.view_cache_max_gb * 2**30:
-        logging.info("teacher view cache: %d epochs x %d views x %d classes would take %.2f "
+        logging.info("teacher view cache: %d epochs x %d views x %d numbers would take %.2f "
                      "GB, more than --view_cache_max_gb=%g; teachers run online", epochs, n,
-                     splits.num_classes, size / 2**30, config.view_cache_max_gb)
+                     width, size / 2**30, config.view_cache_max_gb)
         return None
     views_seed = augment_seed(config, seed)
     data = tuple(getattr(config, f) for f in fields_in("data") if f != "data_seed")
     key = cache.fingerprint(teachers.paths, data + (config.smoke, n, views_seed))
-    directory = workdir.path("cache", f"{teachers.name}-views-{key}")
+    directory = workdir.path("cache", f"{teachers.name}-views-{key}" + (f"-top{k}" if k else ""))
     paths = [os.path.join(directory, f"epoch_{e}.npy") for e in range(epochs)]
     logits = [cache.read_cached(path, n) for path in paths]
     missing = [e for e in range(epochs) if logits[e] is None]
     if missing:
-        logging.info("teacher view cache: %d epochs x %d views x %d classes, %.1f MB in %s; "
-                     "%d of %d epochs to compute", epochs, n, splits.num_classes,
+        logging.info("teacher view cache: %d epochs x %d views x %d %s, %.1f MB in %s; "
+                     "%d of %d epochs to compute", epochs, n, width,
+                     f"numbers (top {k} of {classes} classes)" if k else "classes",
                      size / 2**20, directory, len(missing), epochs)
     # Several epochs per inference pass (one predict call has fixed costs), a few hundred MB
     # of float32 logits at most: a killed build keeps every chunk it finished.
@@ -291,7 +294,8 @@ def view_logits(config, workdir, splits, teachers, seed):
                             epoch=e) for e in chunk))
         computed = cache.predict_logits(teachers.model, views)
         for i, e in enumerate(chunk):
-            logits[e] = cache.store_logits(paths[e], computed[i * n:(i + 1) * n])
+            rows = computed[i * n:(i + 1) * n]
+            logits[e] = cache.store_logits(paths[e], cache.TopK.pack(rows, k) if k else rows)
         logging.info("teacher view cache: epochs %d-%d of %d in %.1fs", chunk[0] + 1,
                      chunk[-1] + 1, epochs, time.time() - started)
-    return logits
+    return [cache.TopK(e, classes) for e in logits] if k else logits
