@@ -269,3 +269,30 @@ def test_a_full_disk_ends_in_one_line_and_the_same_command_continues(tmp_path, r
         assert before  # something had been kept from the first attempt
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_a_signal_whose_raise_was_lost_still_stops_the_run(tmp_path, monkeypatch, capsys):
+    """Python drops an exception raised while a `__del__` runs, and TensorFlow's deleters
+    run some: a SIGTERM can land there (seen once in the slow test above: the run trained
+    to the end and exited 0). The stop is recorded as well as raised, and the record stops
+    the run at the end of the epoch, its state saved."""
+    from test_reliability import invoke
+
+    from tfkd import resume, runtime
+
+    save = resume.TrainingState._save
+
+    def save_then_lose_a_signal(self):
+        save(self)
+        runtime.stop_requested = signal.SIGTERM  # the handler ran; its raise was dropped
+
+    monkeypatch.setattr(resume.TrainingState, "_save", save_then_lose_a_signal)
+    workdir = tmp_path / "w"
+    code = invoke(["--mode=train", "--model=mlp", "--num_models=1", "--epochs=3",
+                   "--train_size=300", "--allow_chance", f"--workdir={workdir}"])
+    stderr = capsys.readouterr().err
+    assert code == SIGNAL_EXIT[signal.SIGTERM], stderr[-2000:]
+    assert "tfkd: interrupted by SIGTERM" in stderr and "resumes after epoch 1 of 3" in stderr
+    assert saved_epoch(str(workdir), "member_0") == 1
+    assert not os.path.exists(workdir / "models" / "member_0.keras")
+    runtime.stop_requested = None

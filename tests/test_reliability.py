@@ -51,8 +51,14 @@ def stop_when(process, condition, sig=signal.SIGKILL, timeout=300):
 
 
 def finished_models(workdir):
+    """{model file: modification time} of the finished models: a model file and its metrics.
+
+    A file whose metrics a kill prevented is not finished: the next run saves it again from
+    its training state, which holds every epoch, without training it again."""
     return {os.path.basename(p): os.stat(p).st_mtime_ns
-            for p in glob.glob(os.path.join(workdir, "models", "*.keras"))}
+            for p in glob.glob(os.path.join(workdir, "models", "*.keras"))
+            if os.path.exists(os.path.join(workdir, "metrics",
+                                           os.path.basename(p)[:-len(".keras")] + ".json"))}
 
 
 def results(workdir):

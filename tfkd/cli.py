@@ -242,26 +242,21 @@ def parse_flags(argv):
               f"byte {e.start}); flagfiles are text files of --flag=value lines")
 
 
-class Interrupted(BaseException):
-    """SIGTERM, raised where the run is (like KeyboardInterrupt for SIGINT): a BaseException
-    so that no `except Exception` on the way mistakes it for a failure to handle."""
-
-
-def _on_sigterm(signum, frame):
-    raise Interrupted()
-
-
 def main(argv):
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]!r}; every setting is a --flag (see --help)")
-    # The pre-emption signal of cloud machines: stop as Ctrl-C does, with a line to resume.
+    # SIGTERM, the pre-emption signal of cloud machines, stops as Ctrl-C does, with a line
+    # to resume; both are recorded as well as raised (see runtime.request_stop).
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
+    previous = {sig: signal.signal(sig, runtime.request_stop)
+                for sig in (signal.SIGTERM, signal.SIGINT)} if main_thread else {}
+    runtime.stop_requested = None
     used = {}  # the workdir, once the run has one
     try:
         _run(used)
-    except (KeyboardInterrupt, Interrupted) as e:
-        signum = signal.SIGTERM if isinstance(e, Interrupted) else signal.SIGINT
+        runtime.check_stop()  # a stop whose raise was lost never ends in success
+    except (KeyboardInterrupt, runtime.Interrupted) as e:
+        signum = signal.SIGTERM if isinstance(e, runtime.Interrupted) else signal.SIGINT
         sys.stderr.write(f"tfkd: interrupted by {signal.Signals(signum).name}; "
                          f"{_where_it_stopped(used.get('workdir'))}\n")
         sys.exit(128 + signum)
@@ -276,8 +271,8 @@ def main(argv):
         sys.stderr.write(f"tfkd: error: {e.strerror}\n")
         sys.exit(EXIT_FAILED)
     finally:
-        if main_thread:  # main may run inside a caller's process
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():  # main may run inside a caller's process
+            signal.signal(sig, handler)
         if "workdir" in used:
             from tfkd.workdir import release
 

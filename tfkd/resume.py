@@ -24,6 +24,7 @@ import keras
 import numpy as np
 from absl import logging
 
+from tfkd import runtime
 from tfkd.workdir import atomic_path
 
 
@@ -141,6 +142,7 @@ class TrainingState(keras.callbacks.Callback):
                 self.best_weights = [np.array(w) for w in self.distiller.student.get_weights()]
         self.completed_epochs = epoch + 1
         self._save()
+        runtime.check_stop()  # a signal whose raise was lost stops here, its epoch saved
 
     def _save(self):
         variables = _student_variables(self.distiller)

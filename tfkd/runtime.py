@@ -13,6 +13,36 @@ import os
 from absl import logging
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+
+
+class Interrupted(BaseException):
+    """SIGTERM, raised where the run is (like KeyboardInterrupt for SIGINT): a BaseException
+    so that no `except Exception` on the way mistakes it for a failure to handle."""
+
+
+# The signal a stop was asked with, once one arrives (set by `request_stop`).
+stop_requested = None
+
+
+def request_stop(signum, frame=None):
+    """Signal handler for SIGTERM and SIGINT: records the stop, then raises where the run is.
+
+    NOTE: Python prints and drops an exception raised while a `__del__` runs (TensorFlow's
+    dataset and iterator deleters are some), so a signal can arrive and the raise be lost.
+    The record survives; `check_stop` raises it again at the next epoch's end and before
+    the run reports success.
+    """
+    global stop_requested
+    import signal
+
+    stop_requested = signum
+    raise KeyboardInterrupt() if signum == signal.SIGINT else Interrupted()
+
+
+def check_stop():
+    """Raises the stop a signal asked for, if one did."""
+    if stop_requested is not None:
+        request_stop(stop_requested)
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
