@@ -296,3 +296,42 @@ def test_a_signal_whose_raise_was_lost_still_stops_the_run(tmp_path, monkeypatch
     assert saved_epoch(str(workdir), "member_0") == 1
     assert not os.path.exists(workdir / "models" / "member_0.keras")
     runtime.stop_requested = None
+
+
+def test_a_model_that_learned_nothing_fails_the_run_and_is_not_saved(tmp_path, capsys):
+    """Adam at a learning rate of 10 trains to chance accuracy and a finite loss; the run
+    fails (exit 1) instead of saving it as finished, and says what to try."""
+    from test_reliability import invoke
+
+    workdir = tmp_path / "w"
+    code = invoke(["--mode=train", "--model=mlp", "--num_models=1", "--epochs=3",
+                   "--train_size=300", "--learning_rate=10", f"--workdir={workdir}"])
+    stderr = capsys.readouterr().err
+    errors = [ln for ln in stderr.splitlines() if ln.startswith("tfkd: error:")]
+    assert code == 1 and len(errors) == 1, stderr[-2000:]
+    assert "member_0 learned nothing in 3 epochs" in errors[0]
+    assert "--learning_rate=10" in errors[0] and "--allow_chance" in errors[0]
+    assert not os.path.exists(workdir / "models" / "member_0.keras")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("mount"),
+                    reason="a read-only mount needs root (root writes through chmod)")
+def test_a_read_only_models_folder_is_found_before_training(tmp_path, capsys):
+    from test_reliability import invoke
+
+    workdir = tmp_path / "w"
+    models = workdir / "models"
+    os.makedirs(models)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(models)],
+                             capture_output=True)
+    if mounted.returncode:
+        pytest.skip("this machine does not allow mounting a tmpfs")
+    try:
+        code = invoke(["--mode=train", "--model=mlp", "--num_models=1", "--epochs=1",
+                       f"--workdir={workdir}"])
+        stderr = capsys.readouterr().err
+        errors = [ln for ln in stderr.splitlines() if ln.startswith("tfkd: error:")]
+        assert code == 2 and len(errors) == 1, stderr[-2000:]
+        assert str(models) in errors[0] and "member_0" not in stderr  # nothing trained
+    finally:
+        subprocess.run(["umount", "-l", str(models)], capture_output=True)

@@ -220,6 +220,9 @@ def finished_workdir(tmp_path_factory):
          *small, "--dataset=cifar100", f"--workdir={root / 'cifar100_teachers'}"],
         capture_output=True, text=True, cwd=ROOT, timeout=600,
         env={**os.environ, "PYTHONPATH": ROOT}))
+    # Members and a distilled student: what --mode=analyze starts from.
+    ok(tfkd(*small, "--num_models=2", f"--workdir={root / 'distilled'}"))
+    ok(tfkd(*small[:-1], "--mode=distill", "--num_models=2", f"--workdir={root / 'distilled'}"))
     corrupt = root / "corrupt_teachers"
     ok(tfkd(*small, f"--workdir={corrupt}"))
     (corrupt / "models" / "member_0.keras").write_bytes(b"PK\x03\x04 not a model")
@@ -307,6 +310,15 @@ def bad_invocations(root):
          "wrn16_1 takes inputs of rank 3"),
         (["--smoke", "--model=resnet18", "--dataset=multiview", "--num_models=1", run],
          "resnet18 takes inputs of rank 3"),
+        # Sizes the data cannot hold (not --smoke, which keeps a recipe's count from
+        # exceeding its few examples), a missing analysis layer, an infinite temperature.
+        (["--nosmoke", "--val_size=100000", "--model=mlp", "--num_models=1", run],
+         "val_size=100000 holds out 100000 of"),
+        (["--nosmoke", "--val_size=0.9999", "--model=mlp", "--num_models=1", run],
+         "val_size=0.9999"),
+        (["--mode=analyze", "--analysis_layer=no_such_layer", "--smoke",
+          f"--workdir={root / 'distilled'}"], "'no_such_layer'"),
+        (["--temperature=inf", *base], "temperature must be a finite number"),
         # Members of other data, consumed as they are (found by tests/test_cli_property.py).
         (["--mode=ensemble", "--smoke", "--model=mlp", "--num_models=1", "--dataset=mnist1d",
           run], "(8, 8, 1)"),
@@ -336,6 +348,8 @@ def test_thirty_plus_bad_invocations(finished_workdir, capsys, monkeypatch):
         assert named in errors[0], (argv, errors[0])
         assert "Traceback" not in stderr, argv
         assert snapshot(finished_workdir / "run") == before, argv
+    # The analysis layer was refused before the independent student could train.
+    assert not (finished_workdir / "distilled" / "models" / "independent.keras").exists()
 
 
 def test_bad_environment_and_flagfile_bytes_are_one_line(finished_workdir, capsys, monkeypatch,
