@@ -143,13 +143,16 @@ def world(tmp_path_factory):
     flagfiles["recursive"] = root / "self.flags"
     dirs = [str(run), str(root / "a_file"), "/proc/tfkd_workdir", "/nonexistent/dir",
             str(root / "new_workdir"), "~", ".", str(root / "pristine" / "models")]
-    return {"root": root, "run": run, "dirs": dirs,
+    (root / "cwd").mkdir()
+    return {"root": root, "run": run, "dirs": dirs, "cwd": str(root / "cwd"),
             "flagfiles": [str(p) for p in flagfiles.values()]}
 
 
 def check(world, argv, tf_config, capsys, monkeypatch):
     run, pristine = world["run"], world["root"] / "pristine"
     before = snapshot(run)
+    # Relative workdirs (generated ones: "0.5", "~", "{}") land here, not in the checkout.
+    monkeypatch.chdir(world["cwd"])
     with monkeypatch.context() as m:
         m.setattr(keras.Model, "fit", _reached_training)
         m.setattr(runtime, "split_cpu", lambda n: None)
@@ -174,10 +177,14 @@ def check(world, argv, tf_config, capsys, monkeypatch):
         errors = [line for line in stderr.splitlines() if line.startswith("tfkd: error:")]
         assert len(errors) == 1, (argv, tf_config, stderr[-3000:])
         assert snapshot(run) == before, (argv, tf_config, "the workdir changed")
+        # Nor did it leave a workdir of its own behind.
+        assert not os.listdir(world["cwd"]), (argv, tf_config, os.listdir(world["cwd"]))
     else:  # a run may change the workdir: the next invocation starts from the original
         shutil.rmtree(run)
         shutil.copytree(pristine, run)
         shutil.rmtree(world["root"] / "new_workdir", ignore_errors=True)
+        for name in os.listdir(world["cwd"]):
+            shutil.rmtree(os.path.join(world["cwd"], name))
     return code
 
 

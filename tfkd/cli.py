@@ -277,6 +277,16 @@ def main(argv):
             from tfkd.workdir import release
 
             release(used["workdir"].root)
+            if used.get("new") and used["workdir"].remove_if_empty():
+                # A run refused (or stopped) before it wrote anything leaves no empty
+                # workdir behind where it made one, nor the folders it made above it.
+                parent = os.path.dirname(used["workdir"].root)
+                while len(parent) >= len(used["new"]):
+                    try:
+                        os.rmdir(parent)
+                    except OSError:
+                        break
+                    parent = os.path.dirname(parent)
 
 
 def _free_space(path):
@@ -286,6 +296,14 @@ def _free_space(path):
         return shutil.disk_usage(path or ".").free
     except OSError:
         return None
+
+
+def _first_missing(path):
+    """The outermost folder of `path` that does not exist yet (None if `path` exists)."""
+    path, missing = os.path.abspath(path), None
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path, missing = os.path.dirname(path), path
+    return missing
 
 
 def _where_it_stopped(workdir):
@@ -312,6 +330,7 @@ def _run(used):
         base, note = config_from_flags()
         config = base.shrunk()
         scratch = None if runtime.is_chief() else tempfile.mkdtemp(prefix="tfkd_worker_")
+        used["new"] = _first_missing(config.workdir)
         workdir = used["workdir"] = Workdir(config.workdir, scratch=scratch).create()
     except (ConfigError, WorkdirBusy) as e:
         _fail(str(e))

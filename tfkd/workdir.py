@@ -185,6 +185,15 @@ class Workdir:
         self._remove_temporary(own)
         return self
 
+    def remove_if_empty(self):
+        """Removes the workdir if it holds no file but its lock (folders only): what a run
+        that wrote nothing leaves of a workdir it created."""
+        for directory, _, names in os.walk(self.root):
+            if any(not (directory == self.root and name == LOCK) for name in names):
+                return False
+        shutil.rmtree(self.root, ignore_errors=True)
+        return True
+
     @staticmethod
     def _remove_temporary(own):
         # Safe under the lock: no other run of this workdir is writing.
