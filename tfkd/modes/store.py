@@ -284,8 +284,8 @@ def view_logits(config, workdir, splits, teachers, seed):
                      "%d of %d epochs to compute", epochs, n, width,
                      f"numbers (top {k} of {classes} classes)" if k else "classes",
                      size / 2**20, directory, len(missing), epochs)
-    # Several epochs per inference pass (one predict call has fixed costs), a few hundred MB
-    # of float32 logits at most: a killed build keeps every chunk it finished.
+    # Several epochs per inference pass, a few hundred MB of float32 logits at most: a
+    # killed build keeps every chunk it finished.
     per_chunk = max(1, min(len(missing), VIEW_CHUNK_BYTES // (n * splits.num_classes * 4)))
     for start in range(0, len(missing), per_chunk):
         chunk, started = missing[start:start + per_chunk], time.time()
