@@ -277,7 +277,9 @@ def main(argv):
             from tfkd.workdir import release
 
             release(used["workdir"].root)
-            if used.get("new") and used["workdir"].remove_if_empty():
+            # Only the writer of a workdir removes it: a cluster's other workers never do.
+            if (used.get("new") and used["workdir"].writable
+                    and used["workdir"].remove_if_empty()):
                 # A run refused (or stopped) before it wrote anything leaves no empty
                 # workdir behind where it made one, nor the folders it made above it.
                 parent = os.path.dirname(used["workdir"].root)
