@@ -277,18 +277,10 @@ def main(argv):
             from tfkd.workdir import release
 
             release(used["workdir"].root)
-            # Only the writer of a workdir removes it: a cluster's other workers never do.
-            if (used.get("new") and used["workdir"].writable
-                    and used["workdir"].remove_if_empty()):
-                # A run refused (or stopped) before it wrote anything leaves no empty
-                # workdir behind where it made one, nor the folders it made above it.
-                parent = os.path.dirname(used["workdir"].root)
-                while len(parent) >= len(used["new"]):
-                    try:
-                        os.rmdir(parent)
-                    except OSError:
-                        break
-                    parent = os.path.dirname(parent)
+            # A run refused (or stopped) before it wrote anything leaves no empty workdir
+            # where it made one; only its writer removes it, never a cluster's other worker.
+            if used.get("new") and used["workdir"].writable:
+                used["workdir"].remove_if_empty(used["new"])
 
 
 def _free_space(path):
@@ -298,14 +290,6 @@ def _free_space(path):
         return shutil.disk_usage(path or ".").free
     except OSError:
         return None
-
-
-def _first_missing(path):
-    """The outermost folder of `path` that does not exist yet (None if `path` exists)."""
-    path, missing = os.path.abspath(path), None
-    while not os.path.exists(path) and os.path.dirname(path) != path:
-        path, missing = os.path.dirname(path), path
-    return missing
 
 
 def _where_it_stopped(workdir):
@@ -325,14 +309,14 @@ def _run(used):
     # Deferred: importing TensorFlow takes seconds that --help should not cost.
     from tfkd import report
     from tfkd.modes import OWN_STRATEGY_SCOPE, get_mode
-    from tfkd.workdir import Workdir, WorkdirBusy
+    from tfkd.workdir import Workdir, WorkdirBusy, first_missing
 
     setup_logging()
     try:
         base, note = config_from_flags()
         config = base.shrunk()
         scratch = None if runtime.is_chief() else tempfile.mkdtemp(prefix="tfkd_worker_")
-        used["new"] = _first_missing(config.workdir)
+        used["new"] = first_missing(config.workdir)
         workdir = used["workdir"] = Workdir(config.workdir, scratch=scratch).create()
     except (ConfigError, WorkdirBusy) as e:
         _fail(str(e))

@@ -11,7 +11,7 @@ AVERAGES = ("logits", "probabilities")
 OUTPUTS = ("logits", "probabilities")
 
 
-def _model_signature(model):
+def model_signature(model):
     """(input shape without batch, number of classes), or None where the model is not built."""
     try:
         input_shape = tuple(model.input_shape[1:])
@@ -26,9 +26,9 @@ def check_compatible(models, names, reference=None, reference_name=None):
 
     `reference` (optional) is a model the others must match, e.g. the student.
     """
-    signatures = [(_model_signature(m), n) for m, n in zip(models, names)]
+    signatures = [(model_signature(m), n) for m, n in zip(models, names)]
     if reference is not None:
-        signatures.insert(0, (_model_signature(reference), reference_name))
+        signatures.insert(0, (model_signature(reference), reference_name))
     known = [(s, n) for s, n in signatures if s is not None]
     if not known:
         return

@@ -13,6 +13,7 @@ import os
 from absl import logging
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
 class Interrupted(BaseException):
@@ -43,7 +44,6 @@ def check_stop():
     """Raises the stop a signal asked for, if one did."""
     if stop_requested is not None:
         request_stop(stop_requested)
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
 def split_cpu(num_devices):

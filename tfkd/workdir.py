@@ -185,14 +185,21 @@ class Workdir:
         self._remove_temporary(own)
         return self
 
-    def remove_if_empty(self):
-        """Removes the workdir if it holds no file but its lock (folders only): what a run
-        that wrote nothing leaves of a workdir it created."""
+    def remove_if_empty(self, created):
+        """Removes the workdir if it holds no file but its lock (folders only), and the empty
+        folders above it up to `created`, the outermost one its run made (see
+        `first_missing`): what a run that wrote nothing leaves of a workdir it made."""
         for directory, _, names in os.walk(self.root):
             if any(not (directory == self.root and name == LOCK) for name in names):
-                return False
+                return
         shutil.rmtree(self.root, ignore_errors=True)
-        return True
+        parent = os.path.dirname(self.root)
+        while len(parent) >= len(created):
+            try:
+                os.rmdir(parent)
+            except OSError:  # not empty: someone else's
+                return
+            parent = os.path.dirname(parent)
 
     @staticmethod
     def _remove_temporary(own):
@@ -272,6 +279,14 @@ class Workdir:
         return [read_json(os.path.join(directory, f))
                 for f in sorted(os.listdir(directory))
                 if f.endswith(".json") and not f.startswith(".")]
+
+
+def first_missing(path):
+    """The outermost folder of `path` that does not exist yet (None if `path` exists)."""
+    path, missing = os.path.abspath(path), None
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path, missing = os.path.dirname(path), path
+    return missing
 
 
 # --- one run per workdir -------------------------------------------------------------------

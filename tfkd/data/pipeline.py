@@ -169,14 +169,19 @@ def augmented_views(x, *, augment, augment_seed, epoch, batch_size=512):
 
 def _view_reader(view_logits, n):
     """counters -> rows of `view_logits[epoch]`; a batch never spans two epochs."""
-    num_classes = view_logits[0].shape[1]
-
-    def read_rows(counters):
+    def rows(counters):
         epoch = int(counters[0]) // n
-        return np.asarray(view_logits[epoch][counters - epoch * n], dtype=np.float32)
+        return view_logits[epoch][counters - epoch * n]
 
-    def read(counters):
-        logits = tf.numpy_function(read_rows, [counters], tf.float32)
+    return _rows_from_numpy(rows, view_logits[0].shape[1])
+
+
+def _rows_from_numpy(rows, num_classes):
+    """A tf.data-side function keys -> float32 logits of shape (batch, num_classes), from
+    `rows(keys)` run in NumPy (a memory map's rows are read per batch)."""
+    def read(keys):
+        logits = tf.numpy_function(lambda k: np.asarray(rows(k), dtype=np.float32), [keys],
+                                   tf.float32)
         logits.set_shape([None, num_classes])
         return logits
 
@@ -197,18 +202,10 @@ def _logit_reader(teacher_logits):
     """A function from a batch of indices to those rows of `teacher_logits` (None: no logits)."""
     if teacher_logits is None:
         return None
-    num_classes = teacher_logits.shape[1]
     if isinstance(teacher_logits, np.memmap):
         # Each step reads its own rows from disk; the cache is never loaded whole.
-        def read_rows(indices):
-            return np.asarray(teacher_logits[indices], dtype=np.float32)
-
-        def read(indices):
-            logits = tf.numpy_function(read_rows, [indices], tf.float32)
-            logits.set_shape([None, num_classes])
-            return logits
-
-        return read
+        return _rows_from_numpy(lambda indices: teacher_logits[indices],
+                                teacher_logits.shape[1])
     table = tf.constant(np.asarray(teacher_logits, np.float32))
     return lambda indices: tf.gather(table, indices)
 

@@ -6,7 +6,7 @@ import os
 
 from tfkd.config import ConfigError
 from tfkd.data import DatasetError, load_dataset
-from tfkd.ensemble import Ensemble
+from tfkd.ensemble import Ensemble, model_signature
 from tfkd.models import input_problem, models_for
 from tfkd.modes import fit, store
 
@@ -81,7 +81,7 @@ def load_members(config, workdir, splits):
            else "add .keras models to the folder, or lower --num_models")
     members, paths = store.load_members(config, directory, how_to_train=how)
     for member, path in zip(members, paths):
-        shape, classes = tuple(member.input_shape[1:]), member.output_shape[-1]
+        shape, classes = model_signature(member)
         if shape != tuple(splits.input_shape) or classes != splits.num_classes:
             raise ConfigError(
                 f"teacher {path} takes inputs of shape {shape} and predicts {classes} "

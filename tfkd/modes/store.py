@@ -226,15 +226,18 @@ def teacher_logits(config, workdir, splits, teachers, train=True):
                      if x is not None else None
                      for x in (splits.x_train if train else None, splits.x_val))
     # Clean inputs: the augmentation settings do not change them.
-    data = tuple(getattr(config, f) for f in fields_in("data") if f not in ("augment",
-                                                                           "data_seed"))
-    key = cache.fingerprint(teachers.paths, data + (config.smoke, len(splits.x_train),
-                                                    len(splits.x_val)))
+    key = cache.fingerprint(teachers.paths, _data_key(config, "augment", "data_seed") + (
+        config.smoke, len(splits.x_train), len(splits.x_val)))
     return tuple(
         cache.cached_logits(teachers.model, x,
                             workdir.path("cache", f"{teachers.name}-{key}.{split}.npy"))
         if x is not None else None
         for split, x in (("train", splits.x_train if train else None), ("val", splits.x_val)))
+
+
+def _data_key(config, *leave_out):
+    """The data settings a cache's outputs depend on, in schema order, less `leave_out`."""
+    return tuple(getattr(config, f) for f in fields_in("data") if f not in leave_out)
 
 
 VIEW_CHUNK_BYTES = 256 * 2**20
@@ -273,8 +276,8 @@ def view_logits(config, workdir, splits, teachers, seed):
                      width, size / 2**30, config.view_cache_max_gb)
         return None
     views_seed = augment_seed(config, seed)
-    data = tuple(getattr(config, f) for f in fields_in("data") if f != "data_seed")
-    key = cache.fingerprint(teachers.paths, data + (config.smoke, n, views_seed))
+    key = cache.fingerprint(teachers.paths, _data_key(config, "data_seed") + (
+        config.smoke, n, views_seed))
     directory = workdir.path("cache", f"{teachers.name}-views-{key}" + (f"-top{k}" if k else ""))
     paths = [os.path.join(directory, f"epoch_{e}.npy") for e in range(epochs)]
     logits = [cache.read_cached(path, n) for path in paths]
@@ -286,7 +289,7 @@ def view_logits(config, workdir, splits, teachers, seed):
                      size / 2**20, directory, len(missing), epochs)
     # Several epochs per inference pass, a few hundred MB of float32 logits at most: a
     # killed build keeps every chunk it finished.
-    per_chunk = max(1, min(len(missing), VIEW_CHUNK_BYTES // (n * splits.num_classes * 4)))
+    per_chunk = max(1, min(len(missing), VIEW_CHUNK_BYTES // (n * classes * 4)))
     for start in range(0, len(missing), per_chunk):
         chunk, started = missing[start:start + per_chunk], time.time()
         views = functools.reduce(lambda a, b: a.concatenate(b), (
