@@ -10,6 +10,7 @@ The flags are generated from the settings schema (`tfkd.config.Config`); `tfkd -
 lists them by group. Settings a run does not give default to what its workdir recorded.
 """
 
+import functools
 import glob
 import os
 import shutil
@@ -250,6 +251,8 @@ def main(argv):
     main_thread = threading.current_thread() is threading.main_thread()
     previous = {sig: signal.signal(sig, runtime.request_stop)
                 for sig in (signal.SIGTERM, signal.SIGINT)} if main_thread else {}
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = functools.partial(runtime.quiet_lost_stop, fallback=previous_hook)
     runtime.stop_requested = None
     used = {}  # the workdir, once the run has one
     try:
@@ -273,6 +276,7 @@ def main(argv):
     finally:
         for sig, handler in previous.items():  # main may run inside a caller's process
             signal.signal(sig, handler)
+        sys.unraisablehook = previous_hook
         if "workdir" in used:
             from tfkd.workdir import release
 

@@ -28,16 +28,26 @@ stop_requested = None
 def request_stop(signum, frame=None):
     """Signal handler for SIGTERM and SIGINT: records the stop, then raises where the run is.
 
-    NOTE: Python prints and drops an exception raised while a `__del__` runs (TensorFlow's
-    dataset and iterator deleters are some), so a signal can arrive and the raise be lost.
+    NOTE: Python drops an exception raised while a `__del__` runs (TensorFlow's dataset,
+    iterator and function deleters are some), so a signal can arrive and the raise be lost.
     The record survives; `check_stop` raises it again at the next epoch's end and before
-    the run reports success.
+    the run reports success, and `quiet_lost_stop` keeps Python from printing the dropped
+    raise as a traceback.
     """
     global stop_requested
     import signal
 
     stop_requested = signum
     raise KeyboardInterrupt() if signum == signal.SIGINT else Interrupted()
+
+
+def quiet_lost_stop(unraisable, fallback):
+    """A `sys.unraisablehook`: a stop raised inside a `__del__` is dropped silently (it is
+    recorded, see `request_stop`); anything else goes to `fallback`, Python's own hook."""
+    if stop_requested is not None and isinstance(unraisable.exc_value,
+                                                 (KeyboardInterrupt, Interrupted)):
+        return
+    fallback(unraisable)
 
 
 def check_stop():
