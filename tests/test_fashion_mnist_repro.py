@@ -99,3 +99,17 @@ def test_bad_flags_fail_in_one_line(flags, message):
               if line.startswith("fashion_mnist_repro: error:")]
     assert len(errors) == 1 and message in errors[0], done.stderr[-2000:]
     assert "Traceback" not in done.stderr and "usage:" not in done.stderr
+
+
+def test_inheritance_rows_pair_each_kd_student_with_its_own_control(tool):
+    nan = float("nan")
+    table = [("agreement", None, {"distilled": 0.9, "independent": 0.8, "distilled_6": 0.7,
+                                  "independent_6": 0.75}),
+             ("PGD transfer", 0.5, {"distilled": nan, "independent": 0.4, "distilled_6": 0.3,
+                                    "independent_6": 0.1})]
+    agreement, pgd = tool.inheritance_rows(table, kd_students=2)
+    assert agreement[2:] == ([0.9, 0.7], [0.8, 0.75], [pytest.approx(0.1),
+                                                       pytest.approx(-0.05)])
+    assert pgd[1] == 0.5 and pgd[2] == [None, 0.3]
+    assert pgd[4] == [None, pytest.approx(0.2)]  # no example to score: no difference
+    assert tool.spread(pgd[4]) == "0.2000" and tool.spread([None]) == "-"

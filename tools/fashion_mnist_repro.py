@@ -15,6 +15,12 @@ its teacher, (d) ensemble of SD >= ensemble. Prints the Markdown table and the e
 command, writes the plot (--plot) and <workdir>/fashion_mnist_repro.{md,json}, and records
 its wall time. A re-run reuses every finished model (fit_model's store), so it resumes.
 
+Last, what each KD student inherits from the ensemble (Ojha et al.; `tfkd --mode=analyze`'s
+measurements, `tfkd.modes.analyze.measure`), against its control: an independent student of
+the same seed and architecture trained on the labels only (`independent` for seed 5, as
+`--mode=analyze` names it; `independent_6`, ... for the others). Each property's
+distilled - independent difference is given per seed and as mean ± std over the seeds.
+
     python tools/fashion_mnist_repro.py                      # about an hour on 2 CPU cores
     python tools/fashion_mnist_repro.py --smoke              # seconds: the wiring only
     tfkd --mode=analyze --workdir=runs/fashion_mnist         # afterwards: what KD passed on
@@ -41,7 +47,8 @@ SD_SEED_OFFSET = 10  # the note's "teacher seed i -> student seed 10 + i"
 SMOKE = {"train_size": 500, "epochs": 1, "model": "cnn", "workdir": "runs/fashion_mnist_smoke"}
 DEFAULTS = {"workdir": "runs/fashion_mnist", "model": "wrn16_1", "train_size": 10_000,
             "epochs": 12, "batch_size": 128, "learning_rate": 1e-3, "lr_schedule": "cosine",
-            "alpha": 0.1, "temperature": 4.0, "kd_students": 3, "plot": "docs/fashion_mnist.png"}
+            "alpha": 0.1, "temperature": 4.0, "kd_students": 3, "plot": "docs/fashion_mnist.png",
+            "analysis_examples": 2000}
 # The replication note (ResNet-18, CIFAR-10), test accuracy gains over the mean member in
 # points, as docs/papers.md section 3 quotes them: 85.95 mean member, 89.07 ensemble, 87.00
 # KD, 86.38 mean SD student, 89.38 ensemble of SD.
@@ -80,6 +87,11 @@ def parse_args(argv=None):
     parser.add_argument("--kd_students", type=int, default=DEFAULTS["kd_students"],
                         help="KD students, seeds 5, 6, ... (1 to 5; the seed-5 one is "
                              "'distilled').")
+    parser.add_argument("--analysis_examples", type=int,
+                        default=DEFAULTS["analysis_examples"],
+                        help="Test images of the inheritance analysis (tfkd's "
+                             "--analysis_examples; 0 skips the analysis and its independent "
+                             "students).")
     parser.add_argument("--plot", help=f"PNG of the results (default {DEFAULTS['plot']}; "
                         "with --smoke <workdir>/fashion_mnist_repro.png).")
     parser.add_argument("--smoke", action="store_true",
@@ -98,6 +110,9 @@ def parse_args(argv=None):
     if not 1 <= args.kd_students <= 5:
         # Seeds 5..9: below the SD students' 10..14.
         parser.error(f"--kd_students must be a whole number in [1, 5], got {args.kd_students}")
+    if args.analysis_examples < 0:
+        parser.error(f"--analysis_examples must be a whole number >= 0 (0 = no analysis), "
+                     f"got {args.analysis_examples}")
     if not args.plot.lower().endswith(".png"):
         parser.error(f"--plot must name a .png file, got {args.plot!r}")
     try:
@@ -115,6 +130,7 @@ def make_config(args):
                   optimizer="adam", learning_rate=args.learning_rate,
                   lr_schedule=args.lr_schedule, alpha=args.alpha,
                   temperature=args.temperature, num_models=NUM_MEMBERS, seed=0,
+                  analysis_examples=max(1, args.analysis_examples),
                   # tfkd's --smoke (set only by ours): at most 256 / 128 / 128 examples;
                   # Config.shrunk() is not applied, so the run keeps its 5 members.
                   smoke=args.smoke)
@@ -204,6 +220,15 @@ def kd_name(seed):
     return "distilled" if seed == NUM_MEMBERS else f"distilled_{seed}"
 
 
+def independent_name(seed):
+    """The KD student's control; seed 5's is `--mode=analyze`'s own `independent`."""
+    return "independent" if seed == NUM_MEMBERS else f"independent_{seed}"
+
+
+def kd_seeds(kd_students):
+    return range(NUM_MEMBERS, NUM_MEMBERS + kd_students)
+
+
 # ----------------------------------------------------------------------------- the runs
 
 
@@ -247,7 +272,7 @@ def run_all(config, workdir, kd_students):
 
     t = time.time()
     _, teachers = inputs.ensemble_teachers(config, workdir, splits)
-    for seed in range(NUM_MEMBERS, NUM_MEMBERS + kd_students):
+    for seed in kd_seeds(kd_students):
         name = kd_name(seed)
         student, rows[name] = fit.fit_model(config, workdir, splits, name=name,
                                             kind="distilled", seed=seed, teachers=teachers,
@@ -279,6 +304,45 @@ def run_all(config, workdir, kd_students):
             logging.warning("%s: per-image accuracy %.4f differs from the library's %.4f",
                             name, ours, rows[name]["test_accuracy"])
     return rows, logits, splits, phases
+
+
+def run_inheritance(config, workdir, splits, kd_students):
+    """Each KD student against the ensemble, beside its control (an independent student of
+    its seed, trained here or reused), all measured in one `analyze.measure` call (the
+    attacks are made once, against the ensemble). Returns (measure's result, its table)."""
+    from tfkd.ensemble import Ensemble
+    from tfkd.modes import analyze, fit, inputs, results
+
+    members, _ = inputs.load_members(config, workdir, splits)
+    _, teachers = inputs.ensemble_teachers(config, workdir, splits)
+    progress = results.Progress(2 * kd_students)
+    students = {}
+    for seed in kd_seeds(kd_students):
+        students[kd_name(seed)], _ = fit.fit_model(
+            config, workdir, splits, name=kd_name(seed), kind="distilled", seed=seed,
+            teachers=teachers, progress=progress)
+        students[independent_name(seed)], _ = fit.fit_model(
+            config, workdir, splits, name=independent_name(seed), kind="independent",
+            seed=seed, progress=progress)
+    teacher = Ensemble(members, average=config.teacher_average, name="teachers")
+    result, table, _, _ = analyze.measure(config, splits, members, teacher, students)
+    return result, table
+
+
+def inheritance_rows(table, kd_students):
+    """[(property, teacher value, distilled values, independent values, differences)], the
+    values listed per KD seed; a property a student has no value for (an attack that fooled
+    nothing it gets right) is left out of that seed's difference."""
+    def value(v):  # an attack with no example to score gives NaN
+        return None if v is None or not np.isfinite(v) else float(v)
+
+    rows = []
+    for prop, teacher, values in table:
+        d = [value(values[kd_name(s)]) for s in kd_seeds(kd_students)]
+        i = [value(values[independent_name(s)]) for s in kd_seeds(kd_students)]
+        diff = [None if a is None or b is None else a - b for a, b in zip(d, i)]
+        rows.append((prop, value(teacher), d, i, diff))
+    return rows
 
 
 # ----------------------------------------------------------------------------- report
@@ -390,6 +454,52 @@ def plot(rows, kd_students, path, title, test_images):
     plt.close(figure)
 
 
+def spread(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+
+
+def inheritance_table(rows, kd_students):
+    seeds = ", ".join(str(s) for s in kd_seeds(kd_students))
+    lines = [f"| property | teacher (ensemble) | KD students | independent students | "
+             f"distilled − independent | per seed ({seeds}) |",
+             "|---|---:|---:|---:|---:|---|"]
+    for prop, teacher, d, i, diff in rows:
+        per_seed = ", ".join("-" if v is None else f"{v:+.4f}" for v in diff)
+        lines.append(f"| {prop} | {'' if teacher is None else f'{teacher:.4f}'} | {spread(d)} "
+                     f"| {spread(i)} | {spread(diff)} | {per_seed} |")
+    return lines
+
+
+def plot_inheritance(rows, path, title):
+    """The distilled − independent difference of each property, one dot per seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tfkd.workdir import save_figure
+
+    figure, ax = plt.subplots(figsize=(7.5, 0.45 * len(rows) + 1.2))
+    for y, (prop, _, _, _, diff) in enumerate(rows):
+        values = np.array([v for v in diff if v is not None])
+        if values.size:
+            ax.barh(y, values.mean(), color="#55a868", alpha=0.35, height=0.6)
+            ax.scatter(values, np.full(values.size, y), color="#55a868", zorder=3, s=20)
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("distilled − independent student (same seed); bar: mean, dots: seeds")
+    ax.set_title(title, fontsize=10)
+    figure.tight_layout()
+    save_figure(figure, path, dpi=120)
+    plt.close(figure)
+
+
 def ordering(rows, kd_students):
     """Allen-Zhu & Li's order on their WRN-28-10 table: single < SD < KD <= ~ ensemble."""
     g = groups(rows, kd_students)
@@ -416,6 +526,11 @@ def main(argv=None):
     try:
         workdir = Workdir(config.workdir).create()
         rows, logits, splits, phases = run_all(config, workdir, args.kd_students)
+        inherited = None
+        if args.analysis_examples:
+            t = time.time()
+            inherited = run_inheritance(config, workdir, splits, args.kd_students)
+            phases["independent students + inheritance analysis"] = time.time() - t
     except ConfigError as e:
         sys.stderr.write(f"fashion_mnist_repro: error: {e}\n")
         return 2
@@ -449,13 +564,33 @@ def main(argv=None):
              f"Wall time of this invocation: {wall:.0f} s; training time of the 13 models as "
              f"recorded in the workdir: {trained_seconds:.0f} s; phases: " +
              ", ".join(f"{k} {v:.0f} s" for k, v in phases.items()) + "."]
+    analysis = None
+    if inherited is not None:
+        result, table = inherited
+        inherit_rows = inheritance_rows(table, args.kd_students)
+        inherit_plot = os.path.splitext(args.plot)[0] + "_inheritance.png"
+        lines += ["", f"## What the KD students inherit ({result['examples']:,} test images, "
+                  f"teacher: the {result['teacher']})", "",
+                  *inheritance_table(inherit_rows, args.kd_students), "",
+                  "Transfer rows: the teacher column is the fraction of the images the attack "
+                  "fools the ensemble on; a student's value is the fraction of those, among "
+                  "the ones it gets right clean, that fool it too.",
+                  "", f"Plot: {inherit_plot}"]
+        plot_inheritance(inherit_rows, inherit_plot,
+                         f"What the KD students inherit from the ensemble "
+                         f"(Fashion-MNIST / {config.model})")
+        analysis = {"examples": result["examples"], "adversarial": result["adversarial"],
+                    "epsilon_absolute": result["epsilon_absolute"],
+                    "rows": [dict(zip(("property", "teacher", "distilled", "independent",
+                                       "difference"), r)) for r in inherit_rows]}
     markdown = "\n".join(lines)
     plot(rows, args.kd_students, args.plot, title, len(splits.y_test))
     write_text(workdir.path("fashion_mnist_repro.md"), markdown + "\n")
     write_json(workdir.path("fashion_mnist_repro.json"), {
         "command": command(args), "config": config.to_dict(), "sizes": splits.sizes,
         "rows": rows, "claims": stats, "means": means, "ordering": order,
-        "wall_seconds": wall, "trained_seconds": trained_seconds, "phases": phases})
+        "wall_seconds": wall, "trained_seconds": trained_seconds, "phases": phases,
+        "inheritance": analysis})
     # tfkd's own results table of the same rows, beside ours.
     report.write_report(list(rows.values()), workdir.root, title=f"{DATASET} / {config.model}")
     print(markdown)

@@ -21,7 +21,9 @@ writes it with per-seed values to W/invariance_transfer.md and plots it to --plo
         --workdir=/tmp/invariance_smoke --plot=/tmp/invariance_smoke.png   # about 1.5 minutes
 
 Defaults: digits, the cnn, tfkd's own training settings (30 epochs, 5 members). --epochs
-and --num_models are passed to every stage. Workdirs are reused: a stage whose workdir
+and --num_models are passed to every stage, and so is any other tfkd flag given as
+--name=value (say --dataset=keras:fashion_mnist --train_size=5000), except the ones each
+stage sets itself (--mode, --workdir, --teacher_dir, --seed, --augment). Workdirs are reused: a stage whose workdir
 records (in config.json) a finished run of the same command is skipped, any other stage is
 run and tfkd resumes it from the models it finds. Each stage's output goes to
 W/logs/<cond>_seed<S>_<stage>.log. Note that tfkd gives the members of seed S the seeds
@@ -47,6 +49,7 @@ CONDITIONS = (("jitter", "teacher trained with jitter"),
               ("none", "teacher trained without jitter"))
 STAGES = ("train", "distill", "analyze")
 CONSISTENCY, ACCURACY = "jitter consistency", "test accuracy"  # rows of analysis.json
+STAGE_SET = ("mode", "workdir", "teacher_dir", "seed", "augment")  # the flags stages set
 
 
 # ----------------------------------------------------------------------------- flags
@@ -79,7 +82,8 @@ def _positive(text):
 
 
 def parse_args(argv=None):
-    parser = _Parser(prog=PROG, description=__doc__.splitlines()[0])
+    # No abbreviations: "--seed=3" is a tfkd flag to pass on, not a short "--seeds".
+    parser = _Parser(prog=PROG, description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--seeds", type=_seed_list, default=[0, 10, 20, 30, 40],
                         help="Comma-separated tfkd --seed values, one experiment each.")
     parser.add_argument("--workdir", default="runs/invariance",
@@ -91,7 +95,16 @@ def parse_args(argv=None):
                         help="tfkd --epochs of every model (default: tfkd's).")
     parser.add_argument("--num_models", type=_positive, default=None,
                         help="tfkd --num_models: teacher members (default: tfkd's).")
-    args = parser.parse_args(argv)
+    args, args.tfkd_flags = parser.parse_known_args(argv)
+    for flag in args.tfkd_flags:
+        name = flag[2:].split("=", 1)[0]
+        if not flag.startswith("--") or "=" not in flag:
+            parser.error(f"unrecognized argument {flag!r}: other tfkd flags are passed on to "
+                         "every stage, written --name=value")
+        if name in STAGE_SET or name == "flagfile":
+            parser.error(f"{flag!r}: each stage sets --{name} itself"
+                         if name in STAGE_SET else
+                         f"{flag!r}: give the tfkd flags themselves, not a flagfile")
     if not args.workdir.strip():
         parser.error("--workdir must not be empty")
     if not args.plot.lower().endswith((".png", ".pdf", ".svg")):
@@ -128,7 +141,7 @@ def stage_flags(args, stage, condition, seed):
     for name in ("epochs", "num_models"):
         if getattr(args, name) is not None:
             flags.append(f"--{name}={getattr(args, name)}")
-    return flags
+    return flags + list(args.tfkd_flags)
 
 
 def recorded_flags(workdir):
@@ -323,7 +336,8 @@ def main(argv=None):
     command = shlex.join(["python", "tools/invariance_transfer.py", *sys.argv[1:]])
     print(f"Command: {command}")
     print(f"Settings: seeds {','.join(map(str, args.seeds))}, {num_models} teacher members, "
-          f"{epochs} epochs, workdirs under {args.workdir}")
+          f"{epochs} epochs, workdirs under {args.workdir}"
+          + (f"; every stage also gets {' '.join(args.tfkd_flags)}" if args.tfkd_flags else ""))
     close = [(a, b) for i, a in enumerate(sorted(args.seeds))
              for b in sorted(args.seeds)[i + 1:] if b - a <= num_models]
     if close:
@@ -358,7 +372,8 @@ def main(argv=None):
         "# Invariance transfer under colour jitter (Ojha et al.)", "",
         f"Command: `{command}`", "",
         f"Seeds {','.join(map(str, args.seeds))}; {num_models} teacher members, {epochs} "
-        f"epochs; wall time of this invocation {wall:.0f} s (stages already done are "
+        f"epochs{'; tfkd flags ' + ' '.join(args.tfkd_flags) if args.tfkd_flags else ''}; "
+        f"wall time of this invocation {wall:.0f} s (stages already done are "
         "skipped).", "",
         f"{heading}:", "", table, "",
         "Consistency: the fraction of (test image, jittered view) pairs whose top-1 "

@@ -68,15 +68,44 @@ def run(config, workdir, splits=None, progress=None):
                                    progress=progress or results.Progress(1))
     teacher = members[0] if len(members) == 1 else Ensemble(
         members, average=config.teacher_average, name="teachers")
-    students = {"distilled": distilled, "independent": independent}
+    result, table, x, maps = measure(config, splits, members, teacher,
+                                     {"distilled": distilled, "independent": independent})
+    result["properties"] = [
+        {"property": p, "teacher": t, "distilled": v["distilled"],
+         "independent": v["independent"],
+         "difference": None if v["distilled"] is None or v["independent"] is None
+         else v["distilled"] - v["independent"]}
+        for p, t, v in table]
+    if workdir.writable:
+        write_json(workdir.path("analysis.json"), result)
+        write_text(workdir.path("analysis.md"), to_markdown(config, result))
+        figures.plot_property_table([(p, v["distilled"], v["independent"])
+                                     for p, _, v in table[:6]],
+                                    workdir.path("analysis.png"),
+                                    title=f"{config.dataset}: what the distilled student "
+                                          "inherits")
+        figures.plot_gradcam_grid(x[:GRADCAM_FIGURE_IMAGES],
+                                  {k: v[:GRADCAM_FIGURE_IMAGES] for k, v in maps.items()},
+                                  workdir.path("gradcam.png"))
+    logging.info("\n%s", to_markdown(config, result))
+    return []
 
+
+def measure(config, splits, members, teacher, students):
+    """Every property of each student in `students` ({name: model}) against the teacher, on
+    the first --analysis_examples test examples (the attacks are made once, against the
+    teacher, and scored on every student).
+
+    Returns (result, table, x, maps): `result` holds the per-student comparisons, the
+    attacks and their counts; `table` is [(property, the teacher's own value or None,
+    {student: value})]; `x` the examples and `maps` their Grad-CAM maps by model name
+    ("teacher" too).
+    """
     n = min(config.analysis_examples, len(splits.x_test))
     x, y = splits.x_test[:n], splits.y_test[:n]
     low, high = float(splits.x_train.min()), float(splits.x_train.max())
     logits = {name: cache.predict_logits(m, x)
               for name, m in {"teacher": teacher, **students}.items()}
-    result = {"examples": n, "teacher": "ensemble of %d" % len(members)
-              if len(members) > 1 else members[0].name}
     per_student = {name: inheritance.compare(logits["teacher"], logits[name], y)
                    for name in students}
 
@@ -99,44 +128,31 @@ def run(config, workdir, splits=None, progress=None):
                                                 value_range=(low, high))
                    for name, m in {"teacher": teacher, **students}.items()}
 
-    # (property, teacher's own value or None, distilled, independent)
+    first = per_student[next(iter(students))]
+
+    def each(value):
+        return {s: value(s) for s in students}
+
+    # (property, teacher's own value or None, {student: value})
     table = [
-        ("top-1 agreement with teacher", None,
-         *(per_student[s]["agreement"] for s in students)),
-        ("KL(teacher ‖ student)", None,
-         *(per_student[s]["kl_teacher_student"] for s in students)),
-        ("Grad-CAM similarity with teacher", None, *(localisation[s] for s in students)),
-        (f"FGSM transfer (eps {config.epsilon:g} of range)",
-         attacks["fgsm"]["teacher_fooled"], *(attacks["fgsm"]["transfer"][s] for s in students)),
+        ("top-1 agreement with teacher", None, each(lambda s: per_student[s]["agreement"])),
+        ("KL(teacher ‖ student)", None, each(lambda s: per_student[s]["kl_teacher_student"])),
+        ("Grad-CAM similarity with teacher", None, each(lambda s: localisation[s])),
+        (f"FGSM transfer (eps {config.epsilon:g} of range)", attacks["fgsm"]["teacher_fooled"],
+         each(lambda s: attacks["fgsm"]["transfer"][s])),
         (f"PGD-{config.pgd_steps} transfer (eps {config.epsilon:g} of range)",
-         attacks["pgd"]["teacher_fooled"], *(attacks["pgd"]["transfer"][s] for s in students)),
-        ("jitter consistency", consistency["teacher"],
-         *(consistency[s] for s in students)),
-        ("test accuracy", per_student["distilled"]["teacher_accuracy"],
-         *(per_student[s]["student_accuracy"] for s in students)),
-        ("test ECE", per_student["distilled"]["teacher_ece"],
-         *(per_student[s]["student_ece"] for s in students)),
-        ("test NLL", per_student["distilled"]["teacher_nll"],
-         *(per_student[s]["student_nll"] for s in students)),
+         attacks["pgd"]["teacher_fooled"], each(lambda s: attacks["pgd"]["transfer"][s])),
+        ("jitter consistency", consistency["teacher"], each(lambda s: consistency[s])),
+        ("test accuracy", first["teacher_accuracy"],
+         each(lambda s: per_student[s]["student_accuracy"])),
+        ("test ECE", first["teacher_ece"], each(lambda s: per_student[s]["student_ece"])),
+        ("test NLL", first["teacher_nll"], each(lambda s: per_student[s]["student_nll"])),
     ]
-    result.update({"properties": [
-        {"property": p, "teacher": t, "distilled": d, "independent": i,
-         "difference": None if d is None or i is None else d - i}
-        for p, t, d, i in table],
-        "compare": per_student, "adversarial": attacks, "epsilon_absolute": epsilon,
-        "gradcam_layer": layer or "last convolutional layer"})
-    if workdir.writable:
-        write_json(workdir.path("analysis.json"), result)
-        write_text(workdir.path("analysis.md"), to_markdown(config, result))
-        figures.plot_property_table([(p, d, i) for p, _, d, i in table[:6]],
-                                    workdir.path("analysis.png"),
-                                    title=f"{config.dataset}: what the distilled student "
-                                          "inherits")
-        figures.plot_gradcam_grid(x[:GRADCAM_FIGURE_IMAGES],
-                                  {k: v[:GRADCAM_FIGURE_IMAGES] for k, v in maps.items()},
-                                  workdir.path("gradcam.png"))
-    logging.info("\n%s", to_markdown(config, result))
-    return []
+    result = {"examples": n, "teacher": "ensemble of %d" % len(members)
+              if len(members) > 1 else members[0].name,
+              "compare": per_student, "adversarial": attacks, "epsilon_absolute": epsilon,
+              "gradcam_layer": layer or "last convolutional layer"}
+    return result, table, x, maps
 
 
 def to_markdown(config, result):
