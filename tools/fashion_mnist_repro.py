@@ -23,6 +23,7 @@ distilled - independent difference is given per seed and as mean ± std over the
 
     python tools/fashion_mnist_repro.py                      # about an hour on 2 CPU cores
     python tools/fashion_mnist_repro.py --smoke              # seconds: the wiring only
+    python tools/fashion_mnist_repro.py --inheritance_only   # members, KD, inheritance
     tfkd --mode=analyze --workdir=runs/fashion_mnist         # afterwards: what KD passed on
 
 Defaults (why: docs/fashion_mnist.md): WRN-16-1, the first 10,000 of the 54,000 training
@@ -92,6 +93,11 @@ def parse_args(argv=None):
                         help="Test images of the inheritance analysis (tfkd's "
                              "--analysis_examples; 0 skips the analysis and its independent "
                              "students).")
+    parser.add_argument("--inheritance_only", action="store_true",
+                        help="Only the members, the KD students, their independent controls "
+                             "and what the KD students inherit (no self-distillation, no "
+                             "claims table): <workdir>/fashion_mnist_inheritance.{md,json} "
+                             "and the plot beside --plot.")
     parser.add_argument("--plot", help=f"PNG of the results (default {DEFAULTS['plot']}; "
                         "with --smoke <workdir>/fashion_mnist_repro.png).")
     parser.add_argument("--smoke", action="store_true",
@@ -110,9 +116,9 @@ def parse_args(argv=None):
     if not 1 <= args.kd_students <= 5:
         # Seeds 5..9: below the SD students' 10..14.
         parser.error(f"--kd_students must be a whole number in [1, 5], got {args.kd_students}")
-    if args.analysis_examples < 0:
-        parser.error(f"--analysis_examples must be a whole number >= 0 (0 = no analysis), "
-                     f"got {args.analysis_examples}")
+    if args.analysis_examples < 0 or (args.inheritance_only and not args.analysis_examples):
+        parser.error(f"--analysis_examples must be a whole number >= 0 (0 = no analysis; "
+                     f">= 1 with --inheritance_only), got {args.analysis_examples}")
     if not args.plot.lower().endswith(".png"):
         parser.error(f"--plot must name a .png file, got {args.plot!r}")
     try:
@@ -137,9 +143,10 @@ def make_config(args):
 
 
 def command(args):
-    flags = [f"--{k}={v}" for k, v in vars(args).items() if k not in ("config", "smoke")]
+    switches = ("smoke", "inheritance_only")
+    flags = [f"--{k}={v}" for k, v in vars(args).items() if k not in ("config", *switches)]
     return shlex.join(["python", "tools/fashion_mnist_repro.py", *flags,
-                       *(["--smoke"] if args.smoke else [])])
+                       *(f"--{k}" for k in switches if getattr(args, k))])
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -247,9 +254,10 @@ def test_logits(workdir, name, model, splits):
     return logits
 
 
-def run_all(config, workdir, kd_students):
-    """Trains (or reuses) the 13 models, evaluates both ensembles. Returns (rows by name,
-    test logits by name, seconds per phase)."""
+def run_all(config, workdir, kd_students, self_distillation=True):
+    """Trains (or reuses) the 13 models (without `self_distillation`, the members and KD
+    students only), evaluates the ensembles. Returns (rows by name, test logits by name,
+    the splits, seconds per phase)."""
     from absl import logging
 
     from tfkd.modes import fit, inputs, results, train
@@ -280,6 +288,8 @@ def run_all(config, workdir, kd_students):
         logits[name] = test_logits(workdir, name, student, splits)
     phases["KD students"] = time.time() - t
 
+    if not self_distillation:
+        return rows, logits, splits, phases
     t = time.time()
     sd_models = []
     for i, (member, path) in enumerate(zip(members, paths)):
@@ -500,6 +510,30 @@ def plot_inheritance(rows, path, title):
     plt.close(figure)
 
 
+def inheritance_report(config, args, inherited):
+    """(Markdown lines, JSON record) of `run_inheritance`'s result; draws its plot beside
+    --plot."""
+    result, table = inherited
+    inherit_rows = inheritance_rows(table, args.kd_students)
+    inherit_plot = os.path.splitext(args.plot)[0] + "_inheritance.png"
+    plot_inheritance(inherit_rows, inherit_plot,
+                     f"What the KD students inherit from the ensemble "
+                     f"(Fashion-MNIST / {config.model})")
+    lines = [f"## What the KD students inherit ({result['examples']:,} test images, "
+             f"teacher: the {result['teacher']})", "",
+             *inheritance_table(inherit_rows, args.kd_students), "",
+             "Each KD student (seed s) against an independent student of seed s (labels "
+             "only). Transfer rows: the teacher column is the fraction of the images the "
+             "attack fools the ensemble on; a student's value is the fraction of those, among "
+             "the ones it gets right clean, that fool it too.",
+             "", f"Plot: {inherit_plot}"]
+    record = {"examples": result["examples"], "adversarial": result["adversarial"],
+              "epsilon_absolute": result["epsilon_absolute"],
+              "rows": [dict(zip(("property", "teacher", "distilled", "independent",
+                                 "difference"), r)) for r in inherit_rows]}
+    return lines, record
+
+
 def ordering(rows, kd_students):
     """Allen-Zhu & Li's order on their WRN-28-10 table: single < SD < KD <= ~ ensemble."""
     g = groups(rows, kd_students)
@@ -525,7 +559,8 @@ def main(argv=None):
     print(f"command: {command(args)}", flush=True)
     try:
         workdir = Workdir(config.workdir).create()
-        rows, logits, splits, phases = run_all(config, workdir, args.kd_students)
+        rows, logits, splits, phases = run_all(config, workdir, args.kd_students,
+                                               self_distillation=not args.inheritance_only)
         inherited = None
         if args.analysis_examples:
             t = time.time()
@@ -543,6 +578,19 @@ def main(argv=None):
         return 2
     # What `tfkd --mode=analyze --workdir=...` defaults to: this run's settings.
     cli.write_record(workdir, config)
+
+    if args.inheritance_only:
+        lines, analysis = inheritance_report(config, args, inherited)
+        lines = [f"# Fashion-MNIST / {config.model}: {len(splits.x_train)} training images, "
+                 f"{config.epochs} epochs", "", f"Command: `{command(args)}`", "", *lines, "",
+                 f"Wall time of this invocation: {time.time() - started:.0f} s; phases: " +
+                 ", ".join(f"{k} {v:.0f} s" for k, v in phases.items()) + "."]
+        write_text(workdir.path("fashion_mnist_inheritance.md"), "\n".join(lines) + "\n")
+        write_json(workdir.path("fashion_mnist_inheritance.json"), {
+            "command": command(args), "config": config.to_dict(), "sizes": splits.sizes,
+            "rows": rows, "phases": phases, "inheritance": analysis})
+        print("\n".join(lines))
+        return 0
 
     correct = {name: np.argmax(l, -1) == splits.y_test for name, l in logits.items()}
     stats = claims(correct)
@@ -566,23 +614,8 @@ def main(argv=None):
              ", ".join(f"{k} {v:.0f} s" for k, v in phases.items()) + "."]
     analysis = None
     if inherited is not None:
-        result, table = inherited
-        inherit_rows = inheritance_rows(table, args.kd_students)
-        inherit_plot = os.path.splitext(args.plot)[0] + "_inheritance.png"
-        lines += ["", f"## What the KD students inherit ({result['examples']:,} test images, "
-                  f"teacher: the {result['teacher']})", "",
-                  *inheritance_table(inherit_rows, args.kd_students), "",
-                  "Transfer rows: the teacher column is the fraction of the images the attack "
-                  "fools the ensemble on; a student's value is the fraction of those, among "
-                  "the ones it gets right clean, that fool it too.",
-                  "", f"Plot: {inherit_plot}"]
-        plot_inheritance(inherit_rows, inherit_plot,
-                         f"What the KD students inherit from the ensemble "
-                         f"(Fashion-MNIST / {config.model})")
-        analysis = {"examples": result["examples"], "adversarial": result["adversarial"],
-                    "epsilon_absolute": result["epsilon_absolute"],
-                    "rows": [dict(zip(("property", "teacher", "distilled", "independent",
-                                       "difference"), r)) for r in inherit_rows]}
+        more, analysis = inheritance_report(config, args, inherited)
+        lines += ["", *more]
     markdown = "\n".join(lines)
     plot(rows, args.kd_students, args.plot, title, len(splits.y_test))
     write_text(workdir.path("fashion_mnist_repro.md"), markdown + "\n")
