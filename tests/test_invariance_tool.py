@@ -25,6 +25,8 @@ def test_tfkd_flags_are_passed_to_every_stage(tool):
         flags = tool.stage_flags(args, stage, "jitter", 0)
         assert flags[-2:] == ["--dataset=keras:fashion_mnist", "--train_size=5000"]
         assert "--num_models=3" in flags and "--seed=0" in flags
+        # The students train without augmentation, whatever the teachers' workdir records.
+        assert ("--augment=jitter" if stage == "train" else "--augment=none") in flags
 
 
 @pytest.mark.parametrize("flag, message", [

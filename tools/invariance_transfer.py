@@ -7,8 +7,10 @@ trained one. For every seed S in --seeds and both teacher conditions (members tr
 --augment=jitter, and the control --augment=none) this runs, through the tfkd CLI:
 
     tfkd --mode=train   --workdir=W/<cond>/teachers_S --augment=<cond> --seed=S
-    tfkd --mode=distill --workdir=W/<cond>/students_S --teacher_dir=W/<cond>/teachers_S --seed=S
-    tfkd --mode=analyze --workdir=W/<cond>/students_S --teacher_dir=W/<cond>/teachers_S --seed=S
+    tfkd --mode=distill --workdir=W/<cond>/students_S --teacher_dir=W/<cond>/teachers_S \
+        --augment=none --seed=S
+    tfkd --mode=analyze --workdir=W/<cond>/students_S --teacher_dir=W/<cond>/teachers_S \
+        --augment=none --seed=S
 
 (distill and analyze without augmentation; analyze also trains the independent student,
 labels only, same seed S+N as the distilled one). It then reads every analysis.json and
@@ -23,9 +25,9 @@ writes it with per-seed values to W/invariance_transfer.md and plots it to --plo
 Defaults: digits, the cnn, tfkd's own training settings (30 epochs, 5 members). --epochs
 and --num_models are passed to every stage, and so is any other tfkd flag given as
 --name=value (say --dataset=keras:fashion_mnist --train_size=5000), except the ones each
-stage sets itself (--mode, --workdir, --teacher_dir, --seed, --augment). Workdirs are reused: a stage whose workdir
-records (in config.json) a finished run of the same command is skipped, any other stage is
-run and tfkd resumes it from the models it finds. Each stage's output goes to
+stage sets itself (--mode, --workdir, --teacher_dir, --seed, --augment). Workdirs are
+reused: a stage whose workdir records (in config.json) a finished run of the same command
+is skipped, any other stage is run and tfkd resumes it from the models it finds. Each stage's output goes to
 W/logs/<cond>_seed<S>_<stage>.log. Note that tfkd gives the members of seed S the seeds
 S..S+N-1, so seeds closer than N + 1 share teacher members (the tool says so); the
 default seeds are 10 apart.
@@ -135,8 +137,10 @@ def stage_flags(args, stage, condition, seed):
     if stage == "train":
         flags = [f"--workdir={teachers_dir(args, condition, seed)}", f"--augment={condition}"]
     else:  # distill and analyze: no augmentation, the teachers from teachers_S
+        # --augment=none said, not left out: tfkd takes a setting not given from the
+        # teachers' workdir, which would train the students with the teachers' jitter.
         flags = [f"--workdir={students_dir(args, condition, seed)}",
-                 f"--teacher_dir={teachers_dir(args, condition, seed)}"]
+                 f"--teacher_dir={teachers_dir(args, condition, seed)}", "--augment=none"]
     flags = [f"--mode={stage}", *flags, f"--seed={seed}"]
     for name in ("epochs", "num_models"):
         if getattr(args, name) is not None:
