@@ -27,8 +27,8 @@ and --num_models are passed to every stage, and so is any other tfkd flag given 
 --name=value (say --dataset=keras:fashion_mnist --train_size=5000), except the ones each
 stage sets itself (--mode, --workdir, --teacher_dir, --seed, --augment). Workdirs are
 reused: a stage whose workdir records (in config.json) a finished run of the same command
-is skipped, any other stage is run and tfkd resumes it from the models it finds. Each stage's output goes to
-W/logs/<cond>_seed<S>_<stage>.log. Note that tfkd gives the members of seed S the seeds
+is skipped, any other stage is run and tfkd resumes it from the models it finds. Each
+stage's output goes to W/logs/<cond>_seed<S>_<stage>.log. Note that tfkd gives the members of seed S the seeds
 S..S+N-1, so seeds closer than N + 1 share teacher members (the tool says so); the
 default seeds are 10 apart.
 """
