@@ -28,9 +28,9 @@ and --num_models are passed to every stage, and so is any other tfkd flag given 
 stage sets itself (--mode, --workdir, --teacher_dir, --seed, --augment). Workdirs are
 reused: a stage whose workdir records (in config.json) a finished run of the same command
 is skipped, any other stage is run and tfkd resumes it from the models it finds. Each
-stage's output goes to W/logs/<cond>_seed<S>_<stage>.log. Note that tfkd gives the members of seed S the seeds
-S..S+N-1, so seeds closer than N + 1 share teacher members (the tool says so); the
-default seeds are 10 apart.
+stage's output goes to W/logs/<cond>_seed<S>_<stage>.log. Note that tfkd gives the members
+of seed S the seeds S..S+N-1, so seeds closer than N + 1 share teacher members (the tool
+says so); the default seeds are 10 apart.
 """
 
 import argparse
@@ -103,10 +103,10 @@ def parse_args(argv=None):
         if not flag.startswith("--") or "=" not in flag:
             parser.error(f"unrecognized argument {flag!r}: other tfkd flags are passed on to "
                          "every stage, written --name=value")
-        if name in STAGE_SET or name == "flagfile":
-            parser.error(f"{flag!r}: each stage sets --{name} itself"
-                         if name in STAGE_SET else
-                         f"{flag!r}: give the tfkd flags themselves, not a flagfile")
+        if name in STAGE_SET:
+            parser.error(f"{flag!r}: each stage sets --{name} itself")
+        if name == "flagfile":
+            parser.error(f"{flag!r}: give the tfkd flags themselves, not a flagfile")
     if not args.workdir.strip():
         parser.error("--workdir must not be empty")
     if not args.plot.lower().endswith((".png", ".pdf", ".svg")):
