@@ -2,7 +2,7 @@
 
 import json
 
-from test_cli import ok, tfkd
+from helpers.command import ok, tfkd
 
 
 def test_analyze_trains_the_independent_student_and_writes_the_report(tmp_path):

@@ -1,25 +1,12 @@
-"""The real `tfkd` command, run as a subprocess on --smoke settings."""
+"""The `tfkd` command on --smoke settings (in this process; see tests/helpers/command.py)."""
 
 import csv
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def tfkd(*args, cwd=None):
-    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, "-m", "tfkd", *args], capture_output=True, text=True,
-                          env=env, cwd=cwd or ROOT, timeout=600)
-
-
-def ok(result):
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
+from helpers.command import ok, tfkd
 
 
 def result_names(workdir):
@@ -131,7 +118,7 @@ def test_bad_input_is_one_clear_line_and_exit_2(tmp_path, args, named, accepted)
 
 
 def test_help_lists_the_modes():
-    result = tfkd("--helpfull")  # absl exits with 1 after printing help
+    result = tfkd("--helpfull", process=True)  # absl exits with 1 after printing help
     assert "--mode" in result.stdout and "self_distill" in result.stdout
 
 

@@ -26,7 +26,8 @@ import traceback
 
 import keras
 import pytest
-from test_reliability import invoke, snapshot
+from helpers.command import invoke
+from test_reliability import snapshot
 
 from tfkd import runtime
 from tfkd.config import FIELDS, choices_of

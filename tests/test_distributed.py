@@ -70,12 +70,12 @@ def test_three_replicas_with_uneven_batches_update_like_one_device(tmp_path):
 
 
 def test_the_command_trains_on_three_replicas_with_a_batch_they_do_not_divide(tmp_path):
-    from test_cli import ok, tfkd
+    from helpers.command import ok, tfkd
 
     workdir = tmp_path / "run"
     result = ok(tfkd("--smoke", "--model=mlp", "--num_models=1", "--mode=train",
                      "--strategy=mirrored", "--num_cpu_devices=3", "--batch_size=63",
-                     f"--workdir={workdir}"))
+                     f"--workdir={workdir}", process=True))
     assert "MirroredStrategy (3 replicas)" in result.stderr
     table = json.load(open(workdir / "results.json"))["rows"]
     assert "member_0" in {r["name"] for r in table}

@@ -18,6 +18,7 @@ import time
 import numpy as np
 import pytest
 
+from helpers.command import invoke
 from test_reliability import finished_models, results, saved_epoch, snapshot, start, stop_when
 
 SIGNAL_EXIT = {signal.SIGTERM: 128 + signal.SIGTERM, signal.SIGINT: 128 + signal.SIGINT}
@@ -277,8 +278,6 @@ def test_a_signal_whose_raise_was_lost_still_stops_the_run(tmp_path, monkeypatch
     end and exited 0; and in CI, where Python printed the dropped raise as a traceback). The
     stop is recorded as well as raised, the record stops the run at the end of the epoch,
     its state saved, and the dropped raise prints nothing."""
-    from test_reliability import invoke
-
     from tfkd import resume, runtime
 
     save = resume.TrainingState._save
@@ -310,8 +309,6 @@ def test_a_signal_whose_raise_was_lost_still_stops_the_run(tmp_path, monkeypatch
 def test_a_model_that_learned_nothing_fails_the_run_and_is_not_saved(tmp_path, capsys):
     """Adam at a learning rate of 10 trains to chance accuracy and a finite loss; the run
     fails (exit 1) instead of saving it as finished, and says what to try."""
-    from test_reliability import invoke
-
     workdir = tmp_path / "w"
     code = invoke(["--mode=train", "--model=mlp", "--num_models=1", "--epochs=3",
                    "--train_size=300", "--learning_rate=10", f"--workdir={workdir}"])
@@ -326,8 +323,6 @@ def test_a_model_that_learned_nothing_fails_the_run_and_is_not_saved(tmp_path, c
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("mount"),
                     reason="a read-only mount needs root (root writes through chmod)")
 def test_a_read_only_models_folder_is_found_before_training(tmp_path, capsys):
-    from test_reliability import invoke
-
     workdir = tmp_path / "w"
     models = workdir / "models"
     os.makedirs(models)

@@ -5,12 +5,11 @@ import glob
 import json
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 
-from test_cli import ROOT, ok, result_names
+from helpers.command import ROOT, ok, reset_flags, tfkd
+from test_cli import result_names
 
 FLAGFILES = sorted(glob.glob(os.path.join(ROOT, "flags", "*.flags")))
 MOCK_EXAMPLES = 64
@@ -32,11 +31,10 @@ def flag_values(path):
 
 
 def run_recipe(path, workdir):
-    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    command = [sys.executable, os.path.join(ROOT, "tests", "helpers", "mock_tfds_cli.py"),
-               str(MOCK_EXAMPLES), f"--flagfile={path}", "--smoke", f"--workdir={workdir}"]
-    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT,
-                          timeout=900)
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES):
+        return tfkd(f"--flagfile={path}", "--smoke", f"--workdir={workdir}")
 
 
 def test_there_are_recipes():
@@ -57,16 +55,12 @@ def test_recipe_header_names_paper_and_exact_command(path):
 
 @pytest.mark.parametrize("path", FLAGFILES, ids=os.path.basename)
 def test_recipe_makes_a_valid_config_with_its_settings(path):
-    from absl import flags as absl_flags
-
     from tfkd import cli
 
-    if "mode" not in absl_flags.FLAGS:
-        cli.define_flags()
-    absl_flags.FLAGS.unparse_flags()
+    reset_flags()
     cli.parse_flags(["tfkd", f"--flagfile={path}"])
     config, _ = cli.config_from_flags(remember=False)
-    absl_flags.FLAGS.unparse_flags()
+    reset_flags()
     for name, value in flag_values(path).items():
         if name in RECIPE_SETTINGS:
             assert str(getattr(config, name)) == value, name

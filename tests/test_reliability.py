@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from test_cli import ROOT, ok, tfkd
+from helpers.command import ROOT, invoke, ok, tfkd
 
 # A pipeline small enough for the suite but with fits long enough to be killed in.
 PIPELINE = ["--dataset=digits", "--model=mlp", "--num_models=2", "--epochs=12",
@@ -106,7 +106,7 @@ def test_two_deterministic_runs_give_identical_metrics(tmp_path):
             "--deterministic"]
     records = []
     for run in ("a", "b"):
-        ok(tfkd(*args, f"--workdir={tmp_path / run}"))
+        ok(tfkd(*args, f"--workdir={tmp_path / run}", process=True))
         records.append(json.load(open(tmp_path / run / "metrics" / "member_0.json")))
     assert records[0]["row"] == records[1]["row"]
     assert records[0]["history"] == records[1]["history"]
@@ -192,34 +192,17 @@ def test_unusable_training_state_starts_over(tmp_path):
 
 # --- bad input: one line, exit code 2, nothing in the workdir changed -------------------------
 
-def invoke(argv):
-    """The tfkd command in this process (absl flags reset first): its exit code."""
-    from absl import flags
-
-    from tfkd import cli
-
-    if "mode" not in flags.FLAGS:
-        cli.define_flags()
-    flags.FLAGS.unparse_flags()
-    try:
-        cli.main(cli.parse_flags(["tfkd", *argv]))
-    except SystemExit as e:
-        return e.code
-    return 0
-
-
 @pytest.fixture(scope="module")
 def finished_workdir(tmp_path_factory):
     """A workdir with a finished member on digits, and teachers of other shapes and classes."""
+    import tensorflow_datasets as tfds
+
     root = tmp_path_factory.mktemp("reliability")
     small = ["--smoke", "--model=mlp", "--num_models=1", "--mode=train"]
     ok(tfkd(*small, f"--workdir={root / 'run'}"))
     ok(tfkd(*small, "--dataset=mnist1d", f"--workdir={root / 'mnist1d_teachers'}"))
-    ok(subprocess.run(
-        [sys.executable, os.path.join(ROOT, "tests", "helpers", "mock_tfds_cli.py"), "32",
-         *small, "--dataset=cifar100", f"--workdir={root / 'cifar100_teachers'}"],
-        capture_output=True, text=True, cwd=ROOT, timeout=600,
-        env={**os.environ, "PYTHONPATH": ROOT}))
+    with tfds.testing.mock_data(num_examples=32):
+        ok(tfkd(*small, "--dataset=cifar100", f"--workdir={root / 'cifar100_teachers'}"))
     # Members and a distilled student: what --mode=analyze starts from.
     ok(tfkd(*small, "--num_models=2", f"--workdir={root / 'distilled'}"))
     ok(tfkd(*small[:-1], "--mode=distill", "--num_models=2", f"--workdir={root / 'distilled'}"))

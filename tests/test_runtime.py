@@ -6,7 +6,8 @@ import socket
 
 import numpy as np
 import pytest
-from test_cli import ROOT, ok, result_names, tfkd
+from helpers.command import ROOT, ok, tfkd
+from test_cli import result_names
 
 from tfkd import cache
 
@@ -63,7 +64,7 @@ def test_cache_is_reused_and_invalidated_with_the_teacher(tmp_path):
 def test_mirrored_with_xla_falls_back_and_trains(tmp_path):
     workdir = tmp_path / "run"
     result = ok(tfkd("--smoke", "--mode=train", "--strategy=mirrored", "--num_cpu_devices=2",
-                     "--jit_compile", f"--workdir={workdir}"))
+                     "--jit_compile", f"--workdir={workdir}", process=True))
     assert "MirroredStrategy (2 replicas)" in result.stderr
     assert result.stderr.count("XLA is off") == 1
     assert result_names(workdir)[:2] == ["member_0", "member_1"]
@@ -104,7 +105,8 @@ def test_two_worker_pipeline_equals_one_process(tmp_path):
     # The reference is one process under a one-device MirroredStrategy: Keras feeds an
     # explicitly distributed model through a distributed tf.data pipeline, which draws the
     # shuffled batches differently from the default strategy's plain pipeline.
-    ok(tfkd("--smoke", "--model=mlp", "--strategy=mirrored", f"--workdir={tmp_path / 'single'}"))
+    ok(tfkd("--smoke", "--model=mlp", "--strategy=mirrored", f"--workdir={tmp_path / 'single'}",
+            process=True))
     for p in procs:
         out, _ = p.communicate(timeout=600)
         assert p.returncode == 0, out[-3000:]

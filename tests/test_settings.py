@@ -8,7 +8,7 @@ import os
 import keras
 import pytest
 
-from test_cli import ok, tfkd
+from helpers.command import ok, tfkd
 from tfkd import cli
 from tfkd.config import FIELDS, GROUPS, Config, ConfigError, choices_of, identity_fields
 from tfkd.modes import distill, fit, store, train

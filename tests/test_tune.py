@@ -4,7 +4,7 @@ import csv
 import json
 import os
 
-from test_cli import ok, tfkd
+from helpers.command import ok, tfkd
 
 TUNE = ["--mode=tune", "--smoke", "--model=mlp", "--max_trials=3"]
 
@@ -48,7 +48,8 @@ def test_bayesian_and_hyperband_under_mirrored_strategy(tmp_path):
     for tuner in ("bayesian", "hyperband"):
         workdir = tmp_path / tuner
         ok(tfkd(*TUNE, f"--tuner={tuner}", "--tune_params=alpha,temperature",
-                "--strategy=mirrored", "--num_cpu_devices=2", f"--workdir={workdir}"))
+                "--strategy=mirrored", "--num_cpu_devices=2", f"--workdir={workdir}",
+                process=True))
         with open(workdir / "tune" / "trials.csv") as f:
             trials = list(csv.DictReader(f))
         assert trials and "learning_rate" not in trials[0]

@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 import pytest
-from test_cli import ok, tfkd
+from helpers.command import ok, tfkd
 
 from tfkd import cache
 from tfkd.config import Config
