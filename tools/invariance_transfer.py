@@ -315,7 +315,7 @@ def save_plot(results, args):
     left.set_ylim(max(0.0, lowest - 3), 100.5)  # the bars differ by a few points only
     left.set_ylabel("jitter consistency (%)")
     left.set_title("prediction consistency under brightness/contrast jitter")
-    left.legend(loc="lower right", fontsize=8)
+    left.legend(loc="upper right", fontsize=8)
     right.axhline(0, color="k", linewidth=0.8)
     right.set_xticks(range(len(CONDITIONS) + 1), [*ticks, "jitter − none\n(paired)"])
     right.set_ylabel("distilled − independent (points)")
