@@ -21,7 +21,7 @@ the same seed and architecture trained on the labels only (`independent` for see
 `--mode=analyze` names it; `independent_6`, ... for the others). Each property's
 distilled - independent difference is given per seed and as mean ± std over the seeds.
 
-    python tools/fashion_mnist_repro.py                      # about an hour on 2 CPU cores
+    python tools/fashion_mnist_repro.py                      # 1-2 hours on 2 CPU cores
     python tools/fashion_mnist_repro.py --smoke              # seconds: the wiring only
     python tools/fashion_mnist_repro.py --inheritance_only   # members, KD, inheritance
     tfkd --mode=analyze --workdir=runs/fashion_mnist         # afterwards: what KD passed on
