@@ -61,16 +61,16 @@ def tfkd(*args, cwd=None, process=False):
     out, err = io.StringIO(), io.StringIO()
     # tfkd's progress lines go through absl's handler, as under absl.app.run.
     logging.use_absl_handler()
-    stream = logging.get_absl_handler().python_handler
-    previous_stream, previous_policy = stream.stream, keras.mixed_precision.global_policy()
+    handler = logging.get_absl_handler().python_handler
+    previous_stream, previous_policy = handler.stream, keras.mixed_precision.global_policy()
     previous_cwd = os.getcwd()
     os.chdir(cwd or ROOT)
     try:
-        stream.stream = err
+        handler.stream = err
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = invoke(list(args))
     finally:
-        stream.stream = previous_stream
+        handler.stream = previous_stream
         os.chdir(previous_cwd)
         keras.mixed_precision.set_global_policy(previous_policy)
     # A workdir can hand a remembered --deterministic to a call that did not pass it.
