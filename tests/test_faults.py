@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pytest
 
-from helpers.command import invoke
+from helpers.command import invoke, process_env
 from test_reliability import finished_models, results, saved_epoch, snapshot, start, stop_when
 
 SIGNAL_EXIT = {signal.SIGTERM: 128 + signal.SIGTERM, signal.SIGINT: 128 + signal.SIGINT}
@@ -127,11 +127,10 @@ def test_a_second_run_on_a_busy_workdir_is_refused(tmp_path):
         assert first.poll() is None and time.time() < deadline, first.stderr.read()[-2000:]
         time.sleep(0.05)
     try:
-        env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))}
         # Other settings, other mode: still one run at a time.
         second = subprocess.run(
             [sys.executable, "-m", "tfkd", "--mode=distill", "--learning_rate=0.01",
-             f"--workdir={workdir}"], env=env, capture_output=True, text=True, timeout=300)
+             f"--workdir={workdir}"], env=process_env(), capture_output=True, text=True, timeout=300)
     finally:
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=120)

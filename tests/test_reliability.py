@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from helpers.command import ROOT, invoke, ok, tfkd
+from helpers.command import ROOT, invoke, ok, process_env, tfkd
 
 # A pipeline small enough for the suite but with fits long enough to be killed in.
 PIPELINE = ["--dataset=digits", "--model=mlp", "--num_models=2", "--epochs=12",
@@ -20,9 +20,8 @@ PIPELINE = ["--dataset=digits", "--model=mlp", "--num_models=2", "--epochs=12",
 
 
 def start(workdir, *args):
-    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
     return subprocess.Popen([sys.executable, "-m", "tfkd", *PIPELINE, f"--workdir={workdir}",
-                             *args], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                             *args], env=process_env(), cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 

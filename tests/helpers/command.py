@@ -18,6 +18,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 PROCESS_ONLY = ("--deterministic", "--num_cpu_devices", "--strategy", "--helpfull")
 
 
+def process_env():
+    """The environment of a `python -m tfkd` subprocess: this checkout first on its path."""
+    return {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
 def reset_flags():
     """tfkd's absl flags defined (once per process) and back at their defaults."""
     from absl import flags
@@ -48,9 +53,8 @@ def invoke(argv):
 def tfkd(*args, cwd=None, process=False):
     """`tfkd args` run from `cwd` (the repository by default): a CompletedProcess."""
     if process:
-        env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
         return subprocess.run([sys.executable, "-m", "tfkd", *args], capture_output=True,
-                              text=True, env=env, cwd=cwd or ROOT, timeout=600)
+                              text=True, env=process_env(), cwd=cwd or ROOT, timeout=600)
     refused = [a for a in args if a.split("=", 1)[0] in PROCESS_ONLY]
     assert not refused, f"{refused} change the test process for good: pass process=True"
     import keras
