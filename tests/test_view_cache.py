@@ -77,9 +77,9 @@ def counting(monkeypatch):
     calls = []  # one per inference pass
     predict = cache.predict_logits
 
-    def count(teachers, x, batch_size=512):
+    def count(teachers, x, **kwargs):
         calls.append(1)
-        return predict(teachers, x, batch_size)
+        return predict(teachers, x, **kwargs)
 
     monkeypatch.setattr(cache, "predict_logits", count)
     return calls
@@ -122,11 +122,11 @@ def test_a_build_stopped_midway_keeps_its_finished_epochs(setup, monkeypatch, ca
     predict = cache.predict_logits
     calls = []
 
-    def stopped_in_the_second_pass(teachers, x, batch_size=512):
+    def stopped_in_the_second_pass(teachers, x, **kwargs):
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt  # as Ctrl-C or a kill arrives mid-build
-        return predict(teachers, x, batch_size)
+        return predict(teachers, x, **kwargs)
 
     monkeypatch.setattr(cache, "predict_logits", stopped_in_the_second_pass)
     with pytest.raises(KeyboardInterrupt):

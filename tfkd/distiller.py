@@ -162,6 +162,13 @@ def _check_widths(student_logits, teacher_logits, cached):
                          f"{student_classes}; teachers and student must share the label set")
 
 
+class _Inference:
+    """The teachers a Distiller's steps run (folded, or as given) and their folded copies."""
+
+    teachers = None
+    folds = ()
+
+
 def _layer_output(model, name, role):
     try:
         return model.get_layer(name).output
@@ -228,12 +235,18 @@ class Distiller(keras.Model):
         In ridge regression the optimal mixing weight can lie there (Borup &
         Andersen's chain; a 2026 follow-up); with a network, a negatively weighted
         term is unbounded below, so watch the loss.
+      fold_teachers: run the teachers with each BatchNormalization folded into the
+        convolution or Dense layer before it (`tfkd.folding`): the same outputs to float
+        rounding for a cheaper forward pass, at the cost of a second copy of the teachers'
+        weights. The copy is made from the first batch that needs the teachers and
+        refolded when `load_weights` loads theirs; after changing a teacher's weights
+        yourself, call `refold_teachers()`. Not used with a hint loss.
     """
 
     def __init__(self, *args, student=None, teachers=None, teacher=None, alpha=0.5,
                  temperature=4.0, distillation_loss="kl", teacher_average=None,
                  teacher_outputs=None, hint=None, student_loss=None, seed=None,
-                 extrapolate=False, **kwargs):
+                 extrapolate=False, fold_teachers=True, **kwargs):
         if args:
             raise TypeError(
                 "Distiller takes its models by keyword: Distiller(student=..., teachers=...) "
@@ -268,6 +281,10 @@ class Distiller(keras.Model):
         self.student_loss = student_loss or losses_lib.CrossEntropy()
         self.hint = Hint(**hint) if isinstance(hint, dict) else hint
         self.seed = seed
+        self.fold_teachers = bool(fold_teachers)
+        # The folded teachers, in an object Keras does not track: their weights are a
+        # function of the teachers', never saved, restored or counted with the Distiller's.
+        self._inference = _Inference()
         self._build_hint()
 
         # NOTE: accuracy and any other label metrics come from compile(metrics=...),
@@ -377,7 +394,7 @@ class Distiller(keras.Model):
                 "alpha < 1 needs teacher outputs: pass teachers to the Distiller or feed "
                 "batches with precomputed teacher_logits (see tfkd.with_teacher_logits)")
         if self.hint is None:
-            return self.teachers(inputs, training=False), None
+            return self._inference_teachers()(inputs, training=False), None
         first_outputs, features = self._teacher_with_features(inputs, training=False)
         if teacher_logits is None:
             outputs = [first_outputs] + [m(inputs, training=False)
@@ -471,7 +488,7 @@ class Distiller(keras.Model):
         teacher_logits = self._cached_logits(teacher_logits)
         student_logits = self.student(inputs, training=False)
         if teacher_logits is None and self.teachers is not None:
-            teacher_logits = self.teachers(inputs, training=False)
+            teacher_logits = self._inference_teachers()(inputs, training=False)
         _check_widths(student_logits, teacher_logits, cached)
         terms = {"loss": self.student_loss(y, student_logits, sample_weight)}
         logs = self._update_metrics(x, terms, y, student_logits, teacher_logits, sample_weight)
@@ -504,6 +521,33 @@ class Distiller(keras.Model):
         self._check_batch(data_batch)
         with self.distribute_strategy.scope():
             self._symbolic_build(data_batch=data_batch)
+            self._fold(data_batch)
+
+    def _fold(self, batch):
+        """Makes the teachers' inference copy (`_inference.teachers`) from a first batch."""
+        if self.teachers is None or self._inference.teachers is not None:
+            return
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(batch)
+        inputs, teacher_logits = split_teacher_logits(x)
+        if not self.fold_teachers or self.hint is not None:
+            self._inference.teachers = self.teachers
+        elif teacher_logits is None:  # batches of cached logits need no teachers
+            sample = tf.nest.map_structure(lambda v: v[:8], inputs)
+            self._inference.teachers, self._inference.folds = ensemble_lib.for_inference(
+                self.teachers, sample)
+
+    def _inference_teachers(self):
+        # As given until _fold ran (a train_step traced by hand, without fit).
+        return self._inference.teachers or self.teachers
+
+    def refold_teachers(self):
+        """Folds the teachers' current weights into their inference copy again."""
+        for folded in self._inference.folds:
+            folded.refresh()
+
+    def load_weights(self, *args, **kwargs):
+        super().load_weights(*args, **kwargs)
+        self.refold_teachers()
 
     def _check_batch(self, batch):
         """Builds what is not built yet from a first batch; refuses probabilities read as logits."""
@@ -576,6 +620,7 @@ class Distiller(keras.Model):
             "student_loss": keras.saving.serialize_keras_object(self.student_loss),
             "seed": self.seed,
             "extrapolate": self.extrapolate,
+            "fold_teachers": self.fold_teachers,
         }
 
     @classmethod

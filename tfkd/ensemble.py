@@ -4,6 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from tfkd import folding
 from tfkd import metrics as metrics_lib
 
 AVERAGES = ("logits", "probabilities")
@@ -110,6 +111,21 @@ def average_logits(member_logits, average="logits"):
         return ops.mean(stacked, axis=0)
     log_probs = ops.log_softmax(stacked, axis=-1)
     return ops.logsumexp(log_probs, axis=0) - ops.log(float(len(member_logits)))
+
+
+def for_inference(model, sample):
+    """(`model` for inference with frozen weights, its `folding.Folded` copies): an Ensemble's
+    members, or a single model, with BatchNorm folded where `folding.fold` finds that exact
+    on `sample`; the model itself, and no copies, where nothing folds."""
+    members = model.members if isinstance(model, Ensemble) else [model]
+    folds = [folding.fold(m, sample) for m in members]
+    if not any(folds):
+        return model, []
+    members = [f.folded if f else m for f, m in zip(folds, members)]
+    if not isinstance(model, Ensemble):
+        return members[0], folds
+    return (Ensemble(members, average=model.average, member_outputs=model.member_outputs,
+                     name=f"{model.name}_folded"), [f for f in folds if f])
 
 
 def _without_compile_config(config):

@@ -4,10 +4,13 @@ In one run, on one dataset, with one student architecture and one teacher ensemb
 times one training epoch of
 
   (a) plain student training, `keras.Model.fit` with cross-entropy on logits;
-  (b) `tfkd.Distiller` with the teacher ensemble run online, on every step;
+  (b) `tfkd.Distiller` with the teacher ensemble run online, on every step (with their
+      BatchNorm folded into their convolutions, tfkd's default: `tfkd.folding`);
   (c) `tfkd.Distiller` with teachers=None, fed teacher logits computed once
-      (`Ensemble.predict`) through `make_tf_dataset(..., teacher_logits=...)`;
-  (d) core Keras `keras.distillation.Distiller` with the ensemble as its one teacher,
+      (`tfkd.cache.predict_logits`, as tfkd caches them) through
+      `make_tf_dataset(..., teacher_logits=...)`;
+  (d) core Keras `keras.distillation.Distiller` with the ensemble as its one teacher (run
+      as given),
   (e) `tfkd.Distiller` with the ensemble online on `--augment`ed batches,
   (e') plain student training on the same augmented batches,
   (f) `tfkd.Distiller` with teachers=None on the same augmented batches, fed the teachers'
@@ -61,6 +64,7 @@ from absl import app, flags  # noqa: E402
 import tfkd  # noqa: E402
 import tfkd.cache  # noqa: E402
 from tfkd.data import augmented_views, load_dataset, make_tf_dataset  # noqa: E402
+from tfkd.ensemble import for_inference  # noqa: E402
 from tfkd.workdir import Workdir  # noqa: E402
 
 flags.DEFINE_string("dataset", "keras:fashion_mnist", "Dataset, as tfkd's --dataset.")
@@ -161,15 +165,14 @@ class Bench:
         ensemble = tfkd.Ensemble(self.teachers, name="teachers")
         self.teacher_accuracy = self.correct(ensemble) / len(self.data.y_test)
         started = time.perf_counter()
-        self.cached_logits = np.asarray(
-            ensemble.predict(self.data.x_train, batch_size=512, verbose=0))
+        self.cached_logits = tfkd.cache.predict_logits(ensemble, self.data.x_train, fold=True)
         self.cache_seconds = time.perf_counter() - started
         # The view cache of the timed epoch (every timed repeat replays epoch 0's views), as
         # tfkd builds it: a parallel map of the views, prefetched, the ensemble's inference.
         started = time.perf_counter()
         self.view_logits = [tfkd.cache.predict_logits(ensemble, augmented_views(
-            self.data.x_train, augment=FLAGS.augment, augment_seed=VIEW_SEED, epoch=0))
-            .astype(np.float16)]
+            self.data.x_train, augment=FLAGS.augment, augment_seed=VIEW_SEED, epoch=0),
+            fold=True).astype(np.float16)]
         self.view_cache_seconds = time.perf_counter() - started
 
     def train_dataset(self, seed, teacher_logits=None, augment="none", view_logits=None):
@@ -294,6 +297,7 @@ def profile_steps(bench, runs, rounds=PROFILE_ROUNDS, calls=PROFILE_CALLS):
     cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     kd_loss = tfkd.SoftTargetKL(temperature=FLAGS.temperature)
     ensemble = tfkd.Ensemble(bench.teachers, name="profile_teachers")
+    folded, _ = for_inference(ensemble, x[:8])
 
     @tf.function
     def student_forward():
@@ -329,6 +333,8 @@ def profile_steps(bench, runs, rounds=PROFILE_ROUNDS, calls=PROFILE_CALLS):
             lambda: bench.teachers[0](x, training=False)),
         f"ensemble of {len(bench.teachers)} forward (training=False)": tf.function(
             lambda: ensemble(x, training=False)),
+        f"ensemble of {len(bench.teachers)} forward, BatchNorm folded": tf.function(
+            lambda: folded(x, training=False)),
     })
     for function in functions.values():
         for _ in range(3):

@@ -222,7 +222,7 @@ def teacher_logits(config, workdir, splits, teachers, train=True):
         # In a cluster, predict is a collective op: every worker must run it, none may
         # skip it by reading a file that only the chief writes.
         # Rounded as the cache file would be, so a cluster trains what one process does.
-        return tuple(cache.predict_logits(teachers.model, x).astype("float16")
+        return tuple(cache.predict_logits(teachers.model, x, fold=True).astype("float16")
                      if x is not None else None
                      for x in (splits.x_train if train else None, splits.x_val))
     # Clean inputs: the augmentation settings do not change them.
@@ -295,7 +295,7 @@ def view_logits(config, workdir, splits, teachers, seed):
         views = functools.reduce(lambda a, b: a.concatenate(b), (
             augmented_views(splits.x_train, augment=config.augment, augment_seed=views_seed,
                             epoch=e) for e in chunk))
-        computed = cache.predict_logits(teachers.model, views)
+        computed = cache.predict_logits(teachers.model, views, fold=True)
         for i, e in enumerate(chunk):
             rows = computed[i * n:(i + 1) * n]
             logits[e] = cache.store_logits(paths[e], cache.TopK.pack(rows, k) if k else rows)
