@@ -43,6 +43,7 @@ def test_two_workers_train_like_one_process(tmp_path):
     results = [json.load(open(tmp_path / name))
                for name in ("worker0.json", "worker1.json", "single.json")]
     assert [r["replicas"] for r in results] == [2, 2, 1]
+    assert [r["folded_teachers"] for r in results] == [2, 2, 2]
     reference = results[-1]
     assert reference["history"]["loss"][-1] < reference["history"]["loss"][0]
     for result in results[:2]:

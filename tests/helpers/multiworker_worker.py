@@ -26,7 +26,9 @@ def main(out_path):
     else:
         strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
     with strategy.scope():
-        teachers = [tfkd.build_model("mlp", data.input_shape, 10, seed=s, model_name=f"t{s}")
+        # CNN teachers: their BatchNorm is folded (tfkd.folding), a copy made under the
+        # strategy from the first batch, as every worker must.
+        teachers = [tfkd.build_model("cnn", data.input_shape, 10, seed=s, model_name=f"t{s}")
                     for s in (1, 2)]
         student = tfkd.build_model("mlp", data.input_shape, 10, seed=7, model_name="student")
         distiller = tfkd.Distiller(student=student, teachers=teachers, alpha=0.5, temperature=2.0)
@@ -36,7 +38,8 @@ def main(out_path):
     history = distiller.fit(train, validation_data=val, epochs=3, verbose=0, shuffle=False)
     result = {"history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
               "weights_sum": float(sum(np.abs(w).sum() for w in student.get_weights())),
-              "replicas": strategy.num_replicas_in_sync}
+              "replicas": strategy.num_replicas_in_sync,
+              "folded_teachers": len(distiller._inference.folds)}
     with open(out_path, "w") as f:
         json.dump(result, f)
 
