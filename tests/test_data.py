@@ -245,3 +245,16 @@ def test_memory_mapped_teacher_logits_stream_the_same_batches(tmp_path):
                                           fb["teacher_logits"].numpy())
             np.testing.assert_array_equal(ya.numpy(), yb.numpy())
             assert fb["teacher_logits"].dtype == "float32"
+
+
+def test_pipelines_leave_tf_data_autotuning_off():
+    """Autotuning made every `fit` wait up to seconds for its thread after the last step
+    (see `tfkd.data.pipeline.prefetched`)."""
+    from tfkd.data import augmented_views
+
+    x = np.zeros((6, 4, 4, 1), np.float32)
+    y = np.zeros(6, np.int64)
+    for dataset in (make_tf_dataset(x, y, batch_size=4),
+                    make_tf_dataset(x, y, batch_size=4, augment="crop_flip", epochs=2),
+                    augmented_views(x, augment="crop_flip", augment_seed=0, epoch=0)):
+        assert dataset.options().autotune.enabled is False

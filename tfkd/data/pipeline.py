@@ -135,7 +135,21 @@ def make_tf_dataset(
         # rerandomize_each_iteration: each epoch (each new iterator) draws afresh.
         counters = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
         dataset = batches(tf.data.Dataset.zip((counters, indices)))
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return prefetched(dataset)
+
+
+def prefetched(dataset):
+    """`dataset` prefetched, without tf.data's autotuning.
+
+    NOTE: the autotuning thread sleeps for a doubling period (10 ms up to seconds), and
+    destroying an iterator waits for it: `fit` (and each `evaluate`, `predict`) returned
+    0.3 to 2.5 s after its last step on a 2-core machine, with fit's wall time stuck at
+    2.55 or 5.11 s. Without it the wait is gone and the step loops of plain and augmented
+    pipelines were no slower (tools/benchmark.py); parallel maps then use every core.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def _viewer(x, x_all, augment, seed):
@@ -164,7 +178,7 @@ def augmented_views(x, *, augment, augment_seed, epoch, batch_size=512):
     view = _viewer(x, tf.constant(x), augment, augment_seed)
     indices = tf.data.Dataset.range(n)
     views = indices.map(lambda i: view(epoch * n + i, i), num_parallel_calls=tf.data.AUTOTUNE)
-    return views.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return prefetched(views.batch(batch_size))
 
 
 def _view_reader(view_logits, n):
