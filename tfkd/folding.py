@@ -45,8 +45,9 @@ def _histories(structure):
         for value in structure.values():
             yield from _histories(value)
     elif isinstance(structure, (list, tuple)):
-        if isinstance(structure, list) and len(structure) == 3 and isinstance(structure[0], str) and all(
-                isinstance(v, int) for v in structure[1:]):
+        if (isinstance(structure, list) and len(structure) == 3
+                and isinstance(structure[0], str)
+                and all(isinstance(v, int) for v in structure[1:])):
             yield structure
         else:
             for value in structure:
@@ -96,7 +97,8 @@ def _pairs_sequential(model, config):
     entries, name_of = _layer_entries(config)
     pairs = {}
     for before, entry in zip(entries, entries[1:]):
-        if entry.get("class_name") == "BatchNormalization" and before.get("class_name") != "InputLayer":
+        if (entry.get("class_name") == "BatchNormalization"
+                and before.get("class_name") != "InputLayer"):
             source, bn = name_of(before), name_of(entry)
             if _foldable(model.get_layer(source), model.get_layer(bn)):
                 pairs[source] = bn
@@ -152,7 +154,7 @@ class Folded:
         copy_weights(self.model, self.folded, self.pairs)
 
 
-def folded_copy(model):
+def _folded_copy(model):
     """A `Folded` for a built functional or Sequential `model`, or None when there is
     nothing to fold or the model cannot be rebuilt from its config."""
     sequential = isinstance(model, keras.Sequential)
@@ -179,7 +181,7 @@ def folded_copy(model):
 def fold(model, sample):
     """A `Folded` copy of `model` whose outputs on `sample` match the model's to float
     rounding, or None (the model is then used as given)."""
-    result = folded_copy(model)
+    result = _folded_copy(model)
     if result is None:
         return None
     expected = np.asarray(model(sample, training=False), dtype=np.float64)
