@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+import tensorflow as tf
 
 from tfkd.data import DatasetError, load_dataset, make_tf_dataset
 from tfkd.data import tfds_loader
-from tfkd.data.pipeline import CROP_PADDING
+from tfkd.data.pipeline import CROP_PADDING, _Views, crop_flip
 
 N = 60  # mock examples per split
 EXPECTED = {  # input shape, classes
@@ -225,6 +226,29 @@ def test_crop_flip_only_on_training_batches():
     a, b = _epochs(val)
     np.testing.assert_array_equal(a, splits.x_val)
     np.testing.assert_array_equal(b, splits.x_val)
+
+
+def test_crop_flip_draws_every_window_and_flip_uniformly():
+    p = CROP_PADDING
+    image = np.random.default_rng(0).normal(size=(6, 5, 2)).astype(np.float32)
+    padded = np.pad(image, [(p, p), (p, p), (0, 0)])
+    # Each of the (2p + 1)^2 windows, flipped or not, from the middle of its draw interval.
+    grid = [(dy, dx, flip) for dy in range(2 * p + 1) for dx in range(2 * p + 1)
+            for flip in (0, 1)]
+    draws = np.array([[(dy + 0.5) / (2 * p + 1), (dx + 0.5) / (2 * p + 1), 0.25 + 0.5 * (1 - f)]
+                      for dy, dx, f in grid], np.float32)
+    views = crop_flip(tf.constant(np.stack([image] * len(grid))), tf.constant(draws)).numpy()
+    for (dy, dx, flip), view in zip(grid, views):
+        window = padded[dy:dy + 6, dx:dx + 5]
+        np.testing.assert_array_equal(view, window[:, ::-1] if flip else window)
+    # The drawn numbers: uniform, so each offset has chance 1 / (2p + 1), a flip 1/2.
+    x = np.zeros((1, 6, 5, 2), np.float32)
+    u = _Views(x, tf.constant(x), "crop_flip", seed=0).table(key=0, size=90_000).numpy()
+    offsets = np.minimum((u[:, :2] * (2 * p + 1)).astype(int), 2 * p)
+    for column in offsets.T:
+        np.testing.assert_allclose(np.bincount(column, minlength=2 * p + 1) / len(u),
+                                   1 / (2 * p + 1), atol=0.005)
+    assert abs((u[:, 2] < 0.5).mean() - 0.5) < 0.01
 
 
 def test_augment_refuses_cached_teacher_logits_and_non_images():

@@ -11,30 +11,14 @@ import tensorflow as tf
 
 from tfkd import metrics as metrics_lib
 from tfkd.analysis import _checks
-from tfkd.data.pipeline import jitter_image
+from tfkd.data.pipeline import jitter_images
 
 # Ojha et al., section on invariance to data augmentation.
 BRIGHTNESS, CONTRAST, SATURATION, HUE = 0.4, 0.4, 0.4, 0.2
 
 
-@tf.function(reduce_retracing=True)
-def _jitter_images(images, factors, colour):
-    """Jitters (N, H, W, C) images in [0, 1] with per-image (N, 4) factors.
-
-    Factor columns: brightness and contrast multipliers, saturation multiplier, hue shift,
-    applied in that fixed order (ColorJitter shuffles the order; a fixed one keeps results
-    reproducible and comparable across models). `colour` (a Python bool) adds saturation
-    and hue, which only exist for RGB.
-    """
-
-    def jitter_one(args):
-        image, factors = args
-        return jitter_image(image, factors, colour)
-
-    # The tf.image adjustments take one scalar factor per call, hence one call per image.
-    return tf.map_fn(
-        jitter_one, (images, factors), fn_output_signature=images.dtype
-    )
+# One graph per colour flag and image shape: the analysis jitters many batches.
+_jitter_images = tf.function(jitter_images, reduce_retracing=True)
 
 
 def _magnitudes(brightness, contrast, saturation, hue):

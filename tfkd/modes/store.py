@@ -261,6 +261,7 @@ def view_logits(config, workdir, splits, teachers, seed):
     """
     from tfkd import runtime
     from tfkd.data import augmented_views
+    from tfkd.data.pipeline import VIEWS
 
     if runtime.task_from_tf_config() is not None:
         logging.info("teacher view cache: not in a cluster (every worker would build it); "
@@ -276,8 +277,9 @@ def view_logits(config, workdir, splits, teachers, seed):
                      width, size / 2**30, config.view_cache_max_gb)
         return None
     views_seed = augment_seed(config, seed)
+    # VIEWS names how views are drawn: a cache of views drawn otherwise is not reused.
     key = cache.fingerprint(teachers.paths, _data_key(config, "data_seed") + (
-        config.smoke, n, views_seed))
+        config.smoke, n, views_seed, VIEWS))
     directory = workdir.path("cache", f"{teachers.name}-views-{key}" + (f"-top{k}" if k else ""))
     paths = [os.path.join(directory, f"epoch_{e}.npy") for e in range(epochs)]
     logits = [cache.read_cached(path, n) for path in paths]
