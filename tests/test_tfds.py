@@ -278,3 +278,21 @@ def test_jitter_augmentation_is_seeded_in_range_and_photometric_only():
     out = _epochs(make_tf_dataset(gx, digits.y_train[:8], batch_size=8, seed=0,
                                   augment="jitter"), 1)[0]
     assert out.shape == gx.shape
+
+
+def test_loading_mutes_tfds_and_leaves_the_absl_loggers_level_as_it_was(monkeypatch):
+    import logging as std_logging
+
+    from absl import logging
+
+    absl_logger = logging.get_absl_logger()
+    during = []
+    load = tfds_loader._load_tfds
+    monkeypatch.setattr(tfds_loader, "_load_tfds", lambda *a, **k: (
+        during.append(absl_logger.getEffectiveLevel()), load(*a, **k))[1])
+    # NOTSET (no verbosity set: records reach the root logger's level) stays NOTSET.
+    for level in (std_logging.NOTSET, std_logging.INFO):
+        monkeypatch.setattr(absl_logger, "level", level)
+        mock_load("mnist", num_examples=8)
+        assert absl_logger.level == level
+    assert min(during) >= std_logging.WARNING

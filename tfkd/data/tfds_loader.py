@@ -186,16 +186,20 @@ def load_tfds(name: str, *, split_seed: int = 0, val_size: Optional[float] = Non
     TFDS's own INFO lines are muted while loading: they share absl's logger with tfkd's
     progress lines.
     """
+    import logging as std_logging
+
     from absl import logging
 
-    verbosity = logging.get_verbosity()
-    # absl verbosity grows with detail: WARNING (-1) is below INFO (0).
-    logging.set_verbosity(min(verbosity, logging.WARNING))
+    # The absl logger's own level, restored as it was: NOTSET (nobody set a verbosity)
+    # must stay NOTSET, so that its records still reach whatever level the root logger has.
+    absl_logger = logging.get_absl_logger()
+    level = absl_logger.level
+    absl_logger.setLevel(max(absl_logger.getEffectiveLevel(), std_logging.WARNING))
     try:
         return _load_tfds(name, split_seed=split_seed, val_size=val_size, data_dir=data_dir,
                           image_size=image_size)
     finally:
-        logging.set_verbosity(verbosity)
+        absl_logger.setLevel(level)
 
 
 def _load_tfds(name, *, split_seed, val_size, data_dir, image_size) -> Splits:
