@@ -257,15 +257,14 @@ def _logit_reader(teacher_logits):
 
 
 def crop_flip(images, draws):
-    """Pads (B, H, W, C) `images` by CROP_PADDING pixels, crops an H x W window of each at
-    an offset from its row of `draws` (columns: vertical, horizontal offset; flip if the
-    third < 1/2) and flips it horizontally.
+    """Pads (B, H, W, C) `images` by CROP_PADDING pixels and crops an H x W window of each,
+    at the offset its row of `draws` gives (columns 0 and 1: vertical and horizontal
+    offset), flipped horizontally when the row's column 2 is below 1/2.
 
     NOTE: written as two gathers over the whole batch because tf.image's random crop and
-    flip take one image and one seed per call: with per-example calls, the augmented
-    pipeline took 0.20 s per epoch of 3,000 28x28 images on 2 cores, the cores training
-    needs (plain training on it cost 1.10-1.22x training without it in tools/benchmark.py);
-    with gathers 0.04 s.
+    flip take one image and one seed per call: with per-example calls the augmented
+    pipeline alone took 0.20 s of the 2 cores per epoch of 3,000 28x28 images, cores that
+    training needs; with the gathers 0.04 s.
     """
     _, height, width, _ = images.shape
     p = CROP_PADDING
