@@ -215,3 +215,14 @@ def test_a_top_k_view_cache_stores_less_and_reads_full_rows(setup):
                          augment="crop_flip", augment_seed=3, view_logits=top, epochs=3)
     batch = next(iter(ds))[0]["teacher_logits"].numpy()
     assert batch.shape == (64, 10) and np.isfinite(batch).all()
+
+
+def test_views_drawn_another_way_are_not_read_from_an_older_cache(setup, monkeypatch):
+    from tfkd.data import pipeline
+
+    config, splits, teachers, workdir = setup
+    calls = counting(monkeypatch)
+    store.view_logits(config, workdir, splits, teachers, seed=11)
+    monkeypatch.setattr(pipeline, "VIEWS", pipeline.VIEWS + 1)  # as a new tfkd would
+    store.view_logits(config, workdir, splits, teachers, seed=11)
+    assert len(calls) == 2
