@@ -102,12 +102,12 @@ def make_tf_dataset(
     read_logits = _logit_reader(teacher_logits)
     read_views = None if view_logits is None else _view_reader(view_logits, n)
 
-    def one_batch(counters, indices, draws=None):
-        """The batch of examples `indices`; `counters` and `draws` seed their views."""
+    def one_batch(counters, indices, table=None, rows=None):
+        """The batch of examples `indices`; `counters`, `table` and `rows` seed their views."""
         if views is None:
             inputs = tf.gather(x_all, indices)
         else:
-            inputs = views(counters, indices, draws)
+            inputs = views(counters, indices, table, rows)
         if read_views is not None:
             inputs = {"inputs": inputs, "teacher_logits": read_views(counters)}
         elif read_logits is not None:
@@ -121,9 +121,7 @@ def make_tf_dataset(
             pairs = _epoch_pairs(n, epoch, seed=seed, shuffle=shuffle).batch(
                 batch_size, drop_remainder=drop_remainder)
             table = None if views is None else views.table(epoch, n)  # once per epoch
-            if table is None:
-                return pairs.map(one_batch, **parallel)
-            return pairs.map(lambda c, i: one_batch(c, i, tf.gather(table, i)), **parallel)
+            return pairs.map(lambda c, i: one_batch(c, i, table), **parallel)
 
         dataset = tf.data.Dataset.range(initial_epoch, epochs).flat_map(epoch_batches)
     else:
@@ -141,9 +139,10 @@ def make_tf_dataset(
             batch_size, drop_remainder=drop_remainder)
 
         def batch_of(counters, indices):
-            # No epoch here: a batch's table is keyed by its first counter.
-            table = None if views is None else views.table(counters[0], tf.size(indices))
-            return one_batch(counters, indices, table)
+            # No epoch here: a batch's table is keyed by its first counter, a row per example.
+            size = tf.size(indices)
+            table = None if views is None else views.table(counters[0], size)
+            return one_batch(counters, indices, table, tf.range(size))
 
         dataset = pairs.map(batch_of, **parallel)
     return prefetched(dataset)
@@ -185,11 +184,12 @@ class _Views:
         seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(key, tf.int64)])
         return tf.random.stateless_uniform(tf.stack([tf.cast(size, tf.int32), 3]), seed=seed)
 
-    def __call__(self, counters, indices, draws):
-        """The views of examples `indices`, with `draws` their rows of `table`."""
+    def __call__(self, counters, indices, table, rows=None):
+        """The views of examples `indices`: crop_flip reads rows `rows` of `table` (default:
+        row i for example i), jitter its draws from `counters`."""
         images = tf.gather(self.x_all, indices)
         if self.augment == "crop_flip":
-            return crop_flip(images, draws)
+            return crop_flip(images, tf.gather(table, indices if rows is None else rows))
         factors = tf.map_fn(
             lambda counter: tf.random.stateless_uniform(
                 [4], seed=tf.stack([tf.constant(self.seed, tf.int64), counter])),
@@ -208,9 +208,8 @@ def augmented_views(x, *, augment, augment_seed, epoch, batch_size=512):
     views = _Views(x, tf.constant(x), augment, augment_seed)
     table = views.table(epoch, n)
     indices = tf.data.Dataset.range(n).batch(batch_size)
-    return prefetched(indices.map(
-        lambda i: views(epoch * n + i, i, None if table is None else tf.gather(table, i)),
-        num_parallel_calls=tf.data.AUTOTUNE))
+    return prefetched(indices.map(lambda i: views(epoch * n + i, i, table),
+                                  num_parallel_calls=tf.data.AUTOTUNE))
 
 
 def _view_reader(view_logits, n):
