@@ -181,8 +181,9 @@ class Config:
         "(0, 1) or a count (5000 gives CIFAR's 45k / 5k). 0: the dataset's default (10% for "
         "TFDS sets).", rule=val_size_rule)
     train_size: int = setting(
-        0, "data", "Train on the first N examples of the training split, after the "
-        "validation examples are carved from it (validation and test stay whole); 0: all.",
+        0, "data", "Train on N examples of the training split, a sample stratified by class "
+        "(the same in every run), after the validation examples are carved from it "
+        "(validation and test stay whole); 0: all.",
         rule=whole(0))
     image_size: int = setting(
         0, "data", "Resize images to N x N (TFDS, keras:, folder:, npz: sources; for sets "
@@ -320,7 +321,8 @@ class Config:
         "range (0.03 of [0, 1] is about 8/255).", rule=number(0, 1, low_open=True))
     pgd_steps: int = setting(10, "analyze", "PGD steps.", rule=whole(1, 100_000))
     analysis_examples: int = setting(500, "analyze", "How many test examples the analysis "
-                                     "uses.", rule=whole(1))
+                                     "uses: a sample stratified by class, the same in every "
+                                     "run.", rule=whole(1))
 
     # --- runtime -------------------------------------------------------------------------
     data_dir: Optional[str] = setting(

@@ -45,7 +45,6 @@ T^2 * KL(softmax(t/T) || softmax(s/T)), the loss tfkd uses; `--core_kd_loss=defa
 times and trains core's default instead.
 """
 
-import dataclasses
 import gc
 import os
 import platform
@@ -68,7 +67,7 @@ from tfkd.ensemble import for_inference  # noqa: E402
 from tfkd.workdir import Workdir  # noqa: E402
 
 flags.DEFINE_string("dataset", "keras:fashion_mnist", "Dataset, as tfkd's --dataset.")
-flags.DEFINE_integer("train_size", 3000, "Training examples (the first N); 0: all.")
+flags.DEFINE_integer("train_size", 3000, "Training examples (a stratified sample, as tfkd's --train_size); 0: all.")
 flags.DEFINE_string("augment", "crop_flip", "Augmentation of variants (e), (e') and (f).")
 flags.DEFINE_string("model", "cnn", "Architecture of teachers and students (tfkd.build_model).")
 flags.DEFINE_integer("batch_size", 128, "Batch size of every variant's training pipeline.")
@@ -135,9 +134,7 @@ class Bench:
     def __init__(self):
         self.data = load_dataset(FLAGS.dataset)
         if FLAGS.train_size:
-            self.data = dataclasses.replace(self.data,
-                                            x_train=self.data.x_train[:FLAGS.train_size],
-                                            y_train=self.data.y_train[:FLAGS.train_size])
+            self.data = self.data.subset(train=FLAGS.train_size)  # as tfkd's --train_size
         started = time.perf_counter()
         if FLAGS.teacher_dir:
             workdir = Workdir(FLAGS.teacher_dir)

@@ -42,7 +42,7 @@ flags.DEFINE_integer("epochs", 30, "Epochs per fit / trial (30: the tune default
                      lower_bound=2)
 flags.DEFINE_integer("num_teachers", 5, "Members of the teacher ensemble.")
 flags.DEFINE_string("dataset", "digits", "Dataset, as tfkd's --dataset.")
-flags.DEFINE_integer("train_size", 0, "Training examples (the first N); 0: all.")
+flags.DEFINE_integer("train_size", 0, "Training examples (a stratified sample, as tfkd's --train_size); 0: all.")
 flags.DEFINE_integer("batch_size", 64, "Batch size.")
 flags.DEFINE_string("augment", "none", "Augmentation of plain fit and trial alike.")
 FLAGS = flags.FLAGS

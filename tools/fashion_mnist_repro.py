@@ -26,7 +26,7 @@ distilled - independent difference is given per seed and as mean ± std over the
     python tools/fashion_mnist_repro.py --inheritance_only   # members, KD, inheritance
     tfkd --mode=analyze --workdir=runs/fashion_mnist         # afterwards: what KD passed on
 
-Defaults (why: docs/fashion_mnist.md): WRN-16-1, the first 10,000 of the 54,000 training
+Defaults (why: docs/fashion_mnist.md): WRN-16-1, 10,000 of the 54,000 training
 images (validation 6,000 and test 10,000 whole), 12 epochs, batch 128, Adam at 1e-3 with
 cosine decay, last-epoch weights (validation picks nothing); KD and SD with the project's
 defaults alpha = 0.1 (ground-truth weight) and T = 4.
@@ -72,7 +72,7 @@ def parse_args(argv=None):
                         f"{DEFAULTS['workdir']}; with --smoke {SMOKE['workdir']}).")
     parser.add_argument("--model", help=f"A registered tfkd model (default "
                         f"{DEFAULTS['model']}; with --smoke {SMOKE['model']}).")
-    parser.add_argument("--train_size", type=int, help=f"The first N of the 54,000 training "
+    parser.add_argument("--train_size", type=int, help=f"N of the 54,000 training "
                         f"images (default {DEFAULTS['train_size']}; 0 = all).")
     parser.add_argument("--epochs", type=int, help=f"Epochs per fit (default "
                         f"{DEFAULTS['epochs']}).")

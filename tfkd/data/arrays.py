@@ -1,8 +1,8 @@
 """Raw arrays -> `Splits`: the carving and normalisation every image source shares.
 
 TFDS, keras:, folder: and npz: data all pass through `splits_from_arrays`, so that they
-carve validation the same way (a permutation seeded by `split_seed`, from the training
-data only) and standardise the same way (per channel, with the training part's
+carve validation the same way (stratified by class, drawn from `split_seed`, from the
+training data only) and standardise the same way (per channel, with the training part's
 statistics).
 """
 
@@ -34,11 +34,47 @@ def held_out_count(size, n_pool, name, *, what="val_size", held="validation") ->
     return count
 
 
-def carve(n_pool, count, seed):
-    """(held-out indices, kept indices) of range(n_pool), sorted; the split depends only on
-    (n_pool, count, seed)."""
-    order = np.random.default_rng(seed).permutation(n_pool)
-    return np.sort(order[:count]), np.sort(order[count:])
+def stratified_subset(y, count, seed):
+    """`count` indices of `y` (class labels) drawn at random from `seed`, with every class's
+    count within one example of its share (count * n_c / n: each class gets the floor of its
+    share, and the examples left over go to the largest remainders, ties broken at random).
+
+    The indices come interleaved by class, so that every prefix is near-stratified too (a
+    figure of the first 8 examples shows several classes, not the first one's). Data sets
+    stored in class order (a folder read class by class, a sorted `.npz`) are the reason:
+    their first N examples are one class. Written by hand: scikit-learn's
+    `train_test_split(stratify=...)` needs two examples of every class and keeps no order.
+    """
+    y = np.asarray(y)
+    count = int(count)
+    if not 0 <= count <= len(y):
+        raise ValueError(f"count must be in 0..{len(y)}, got {count}")
+    rng = np.random.default_rng(seed)
+    classes, inverse, sizes = np.unique(y, return_inverse=True, return_counts=True)
+    share = count * sizes / len(y)
+    quota = np.floor(share).astype(int)
+    left = count - int(quota.sum())
+    # Largest remainder first; a random key breaks ties.
+    order = np.lexsort((rng.random(len(classes)), -(share - quota)))
+    quota[order[:left]] += 1
+    chosen, keys = [], []
+    for c in range(len(classes)):
+        members = np.flatnonzero(inverse == c)
+        picked = rng.permutation(members)[:quota[c]]
+        chosen.append(picked)
+        # Class c's j-th example sits at (j + u) / quota: the classes interleave evenly.
+        keys.append((np.arange(quota[c]) + rng.random()) / max(quota[c], 1))
+    chosen, keys = np.concatenate(chosen), np.concatenate(keys)
+    return chosen[np.argsort(keys, kind="stable")].astype(np.int64)
+
+
+def carve(y, count, seed):
+    """(held-out indices, kept indices) of range(len(y)), sorted: `count` examples held out,
+    stratified by the labels `y` (each class's count within one of its share, in both
+    parts); the split depends only on (y, count, seed)."""
+    held = np.sort(stratified_subset(y, count, seed))
+    kept = np.setdiff1d(np.arange(len(y)), held, assume_unique=True)
+    return held, kept
 
 
 def standardise(x_train, others, scale):
@@ -153,7 +189,7 @@ def splits_from_arrays(
                 raise DatasetError(f"{name}: y_{split} has label {int(y.max())}, outside "
                                    f"0..{num_classes - 1}")
     n_val = held_out_count(val_size, len(x_pool), name)
-    val_idx, train_idx = carve(len(x_pool), n_val, split_seed)
+    val_idx, train_idx = carve(y_pool, n_val, split_seed)
     x_train, (x_val, x_test), _ = standardise(x_pool[train_idx], [x_pool[val_idx], x_test],
                                               scale)
     return Splits(name, int(num_classes), tuple(int(d) for d in x_train.shape[1:]),

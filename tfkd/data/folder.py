@@ -124,7 +124,7 @@ def load_folder(path: str, *, split_seed: int = 0, val_size=None, data_dir=None,
         (x_all, y_all), = arrays
         n_test = held_out_count(TEST_FRACTION, len(x_all), name, what="test fraction",
                                 held="test")
-        test_idx, pool_idx = carve(len(x_all), n_test, split_seed)
+        test_idx, pool_idx = carve(y_all, n_test, split_seed)
         x_pool, y_pool, x_test, y_test = (x_all[pool_idx], y_all[pool_idx], x_all[test_idx],
                                           y_all[test_idx])
     # image_dataset_from_directory yields float32 in [0, 255] whatever the file type.

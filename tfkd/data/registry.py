@@ -22,6 +22,9 @@ import numpy as np
 SPLIT_NAMES = ("train", "val", "test")
 # The loading options a source may take besides the split settings.
 OPTIONS = ("data_dir", "image_size")
+# Seeds the stratified subsets that --train_size, --smoke and --analysis_examples take. A
+# constant, not a setting: the subset then follows from the recorded settings alone.
+SUBSET_SEED = 0
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -60,6 +63,27 @@ class Splits:
                     f"{self.name} {split}: x has shape {x.shape} and y {y.shape}, "
                     f"expected (n,) + {tuple(self.input_shape)} and (n,)"
                 )
+
+    def sample(self, split: str, count: int):
+        """(x, y) of `split`, or `count` of its examples stratified by class when `count` is
+        smaller (see `tfkd.data.arrays.stratified_subset`). The draw depends only on the
+        labels and `count` (seed SUBSET_SEED), so every model of a workdir, and every run
+        with the same settings, sees the same examples."""
+        from tfkd.data.arrays import stratified_subset
+
+        x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+        if count >= len(y):
+            return x, y
+        index = stratified_subset(y, count, SUBSET_SEED)
+        return x[index], y[index]
+
+    def subset(self, **counts) -> "Splits":
+        """These splits with each split named in `counts` (train=, val=, test=) cut to a
+        stratified sample of that many examples (`sample`)."""
+        arrays = {}
+        for split, count in counts.items():
+            arrays[f"x_{split}"], arrays[f"y_{split}"] = self.sample(split, count)
+        return dataclasses.replace(self, **arrays)
 
     @property
     def sizes(self) -> dict:

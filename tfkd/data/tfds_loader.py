@@ -174,7 +174,7 @@ def load_tfds(name: str, *, split_seed: int = 0, val_size: Optional[float] = Non
     Args:
       name: a TFDS builder name, optionally with config and version ("cifar10",
         "cifar100", "svhn_cropped", "mnist", ...).
-      split_seed: seeds the permutation that carves validation out of the training split.
+      split_seed: seeds the stratified draw that carves validation out of the training split.
       val_size: a fraction in (0, 1) of the training split, or a number of examples
         (5000 gives CIFAR's 45,000 / 5,000); None: 10%.
       data_dir: where TFDS keeps prepared data (default: $TFDS_DATA_DIR or

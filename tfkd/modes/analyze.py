@@ -93,7 +93,7 @@ def run(config, workdir, splits=None, progress=None):
 
 def measure(config, splits, members, teacher, students):
     """Every property of each student in `students` ({name: model}) against the teacher, on
-    the first --analysis_examples test examples (the attacks are made once, against the
+    --analysis_examples test examples (a stratified sample) (the attacks are made once, against the
     teacher, and scored on every student).
 
     Returns (result, table, x, maps): `result` holds the per-student comparisons, the
@@ -101,8 +101,7 @@ def measure(config, splits, members, teacher, students):
     {student: value})]; `x` the examples and `maps` their Grad-CAM maps by model name
     ("teacher" too).
     """
-    n = min(config.analysis_examples, len(splits.x_test))
-    x, y = splits.x_test[:n], splits.y_test[:n]
+    x, y = splits.sample("test", config.analysis_examples)
     low, high = float(splits.x_train.min()), float(splits.x_train.max())
     logits = {name: cache.predict_logits(m, x)
               for name, m in {"teacher": teacher, **students}.items()}
@@ -148,7 +147,9 @@ def measure(config, splits, members, teacher, students):
         ("test ECE", first["teacher_ece"], each(lambda s: per_student[s]["student_ece"])),
         ("test NLL", first["teacher_nll"], each(lambda s: per_student[s]["student_nll"])),
     ]
-    result = {"examples": n, "teacher": "ensemble of %d" % len(members)
+    result = {"examples": len(y),
+              "examples_per_class": np.bincount(y, minlength=splits.num_classes).tolist(),
+              "teacher": "ensemble of %d" % len(members)
               if len(members) > 1 else members[0].name,
               "compare": per_student, "adversarial": attacks, "epsilon_absolute": epsilon,
               "gradcam_layer": layer or "last convolutional layer"}

@@ -1,7 +1,6 @@
 """What a mode starts from: the data splits (with --smoke and the checks that need the
 data), and the members that teach (from the workdir or --teacher_dir)."""
 
-import dataclasses
 import os
 
 from tfkd.config import ConfigError
@@ -31,15 +30,12 @@ def load_splits(config):
             raise ConfigError(f"train_size={config.train_size} exceeds the {len(splits.x_train)} "
                               f"training examples of {config.dataset}; give at most "
                               f"{len(splits.x_train)}, or 0 for all")
-        splits = dataclasses.replace(splits, x_train=splits.x_train[:config.train_size],
-                                     y_train=splits.y_train[:config.train_size])
+        # Stratified, not the first N: data stored in class order would give one class.
+        splits = splits.subset(train=config.train_size)
     if config.smoke:
         # A few batches: at most 4 steps per epoch.
         n = min(SMOKE_EXAMPLES, 4 * config.batch_size)
-        splits = dataclasses.replace(
-            splits, x_train=splits.x_train[:n], y_train=splits.y_train[:n],
-            x_val=splits.x_val[:n // 2], y_val=splits.y_val[:n // 2],
-            x_test=splits.x_test[:n // 2], y_test=splits.y_test[:n // 2])
+        splits = splits.subset(train=n, val=n // 2, test=n // 2)
     if config.hint_layer:
         # Checked before any training, not when the first student is reached.
         check_hint_layers(config, splits)
