@@ -419,3 +419,156 @@ def test_library_examples_run(name, tmp_path, monkeypatch):
     else:
         assert os.path.exists(tmp_path / "best.weights.h5")
         assert namespace["restored"].optimizer.iterations.numpy() > 0
+
+
+# -- outputs the Distiller does not train on silently -------------------------------------
+
+
+def _regressor(seed, units=1):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Dense(8, activation="relu")(keras.layers.Flatten()(inputs))
+    return keras.Model(inputs, keras.layers.Dense(units)(h))
+
+
+def test_a_one_unit_student_is_refused_where_a_loss_over_classes_would_read_it():
+    mse = keras.losses.MeanSquaredError()
+    with pytest.raises(ValueError, match="one output unit, where student_loss CrossEntropy"):
+        tfkd.Distiller(student=_regressor(0), alpha=1.0)
+    with pytest.raises(ValueError, match="distillation_loss SoftTargetKL .*MeanSquaredError"):
+        tfkd.Distiller(student=_regressor(0), teachers=_regressor(1), student_loss=mse)
+    with pytest.raises(ValueError, match="student_loss SparseCategoricalCrossentropy"):
+        tfkd.Distiller(student=_regressor(0), teachers=_regressor(1), distillation_loss=mse,
+                       student_loss=keras.losses.SparseCategoricalCrossentropy())
+
+
+def test_a_one_unit_student_seen_only_when_it_runs_is_refused_at_fit(digits):
+    x, y = digits
+
+    class Regressor(keras.Model):  # subclassed: its width shows when it runs
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(1)
+
+        def call(self, inputs):
+            return self.dense(keras.ops.reshape(inputs, (-1, 64)))
+
+    distiller = tfkd.Distiller(student=Regressor(), alpha=1.0)
+    distiller.compile(optimizer="adam")
+    with pytest.raises(ValueError, match="one output unit"):
+        distiller.fit(batches(x[:128], y[:128]), epochs=1, verbose=0)
+
+
+def test_regression_distills_through_losses_of_raw_outputs(digits):
+    x, _ = digits
+    x = x[:256]
+    target = x.reshape(len(x), -1).mean(axis=1, keepdims=True).astype("float32")
+    teacher = _regressor(1)
+    teacher.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    teacher.fit(x, target, epochs=20, verbose=0)
+    mse = keras.losses.MeanSquaredError()
+    distiller = tfkd.Distiller(student=_regressor(0), teachers=teacher, alpha=0.5,
+                               student_loss=mse, distillation_loss=mse)
+    distiller.compile(optimizer=keras.optimizers.Adam(1e-2), metrics=[])
+    student_before = distiller.student.predict(x, verbose=0)
+    expected = np.mean((teacher.predict(x, verbose=0) - student_before) ** 2)
+    first = distiller.evaluate(x, target, batch_size=256, verbose=0, return_dict=True)
+    history = distiller.fit(x, target, batch_size=64, epochs=15, verbose=0).history
+    assert "teacher_agreement" not in history and "teacher_agreement" not in first
+    assert history["distillation_loss"][0] > 0
+    assert history["distillation_loss"][-1] < 0.2 * history["distillation_loss"][0]
+    # The term is the squared error of the raw outputs, as the user's loss computes it.
+    again = tfkd.Distiller(student=_regressor(0), teachers=teacher, alpha=0.0,
+                           student_loss=mse, distillation_loss=mse)
+    again.compile(optimizer=keras.optimizers.SGD(0.0), metrics=[])
+    step = again.fit(x, target, batch_size=256, epochs=1, verbose=0).history
+    assert step["distillation_loss"][0] == pytest.approx(expected, rel=1e-4)
+
+
+def test_models_of_several_outputs_are_refused(digits):
+    x, y = digits
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Flatten()(inputs)
+    two = keras.Model(inputs, [keras.layers.Dense(10)(h), keras.layers.Dense(3)(h)])
+    named = keras.Model(inputs, {"classes": keras.layers.Dense(10)(h)})
+    for model in (two, named):
+        with pytest.raises(ValueError, match="the student has .*outputs.*model.outputs"):
+            tfkd.Distiller(student=model, teachers=functional_student(1))
+        with pytest.raises(ValueError, match="teacher 0 has .*outputs"):
+            tfkd.Distiller(student=functional_student(0), teachers=[model])
+        with pytest.raises(ValueError, match="ensemble member 0 has .*outputs"):
+            tfkd.Ensemble([model])
+
+    class TwoHeads(keras.Model):  # subclassed: its outputs show when it runs
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = keras.layers.Dense(10), keras.layers.Dense(10)
+
+        def call(self, inputs):
+            flat = keras.ops.reshape(inputs, (-1, 64))
+            return {"a": self.a(flat), "b": self.b(flat)}
+
+    distiller = tfkd.Distiller(student=functional_student(0), teacher=TwoHeads(), alpha=0.5)
+    distiller.compile(optimizer="adam")
+    with pytest.raises(ValueError, match="teacher 0 returns dict of 2 outputs"):
+        distiller.fit(batches(x[:128], y[:128]), epochs=1, verbose=0)
+
+
+def test_logits_declared_as_probabilities_are_refused(digits, teachers):
+    x, y = digits
+    distiller = tfkd.Distiller(student=functional_student(0), teachers=teachers.members[0],
+                               teacher_outputs="probabilities")
+    distiller.compile(optimizer="adam")
+    with pytest.raises(ValueError, match="teacher 0 is declared to output probabilities, but "
+                                         "its outputs are not .*declare it 'logits'"):
+        distiller.fit(batches(x[:128], y[:128]), epochs=1, verbose=0)
+    logits = teachers(x[:128]).numpy()
+    distiller = tfkd.Distiller(student=functional_student(0), teacher_outputs="probabilities")
+    distiller.compile(optimizer="adam")
+    with pytest.raises(ValueError, match="precomputed teacher_logits.*teacher_outputs='logits'"):
+        distiller.fit(tfkd.with_teacher_logits(x[:128], logits), y[:128], verbose=0)
+
+
+def test_logit_and_softmax_teachers_mix_with_one_kind_each(digits, teachers, tmp_path):
+    x, y = digits
+    logit_teacher = teachers.members[0]
+    softmax_teacher = sequential_teacher(1, softmax=True)
+    softmax_teacher.set_weights(teachers.members[1].get_weights())
+    with pytest.raises(ValueError, match="teacher_outputs lists 1 output kinds for 2 models"):
+        tfkd.Distiller(student=functional_student(0), teachers=[logit_teacher, softmax_teacher],
+                       teacher_outputs=["logits"])
+    with pytest.raises(ValueError, match="teacher 1 ends in a softmax"):
+        tfkd.Distiller(student=functional_student(0), teachers=[logit_teacher, softmax_teacher],
+                       teacher_outputs=["logits", "logits"])
+    losses = []
+    for members, kinds in (([logit_teacher, teachers.members[1]], "logits"),
+                           ([logit_teacher, softmax_teacher], ["logits", "probabilities"])):
+        distiller = tfkd.Distiller(student=functional_student(0), teachers=members,
+                                   teacher_outputs=kinds, alpha=0.0, temperature=4.0)
+        distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+        losses.append(distiller.fit(batches(x[:256], y[:256]), epochs=2,
+                                    verbose=0).history["distillation_loss"])
+    # log softmax(z) = z - logsumexp(z): the mean of the logits moves by a constant per
+    # example, which no softmax sees.
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)
+    mixed = tfkd.Ensemble([logit_teacher, softmax_teacher],
+                          member_outputs=["logits", "probabilities"])
+    mixed.save(tmp_path / "mixed.keras")
+    loaded = keras.saving.load_model(tmp_path / "mixed.keras")
+    assert loaded.output_kinds == ("logits", "probabilities")
+    np.testing.assert_allclose(loaded.predict(x[:32], verbose=0),
+                               mixed.predict(x[:32], verbose=0), rtol=1e-5, atol=1e-5)
+
+
+def test_teacher_agreement_counts_every_example_once_like_accuracy(digits, teachers):
+    x, y = digits
+    x, y = x[:256], y[:256]
+    distiller = tfkd.Distiller(student=functional_student(0), teachers=teachers, alpha=0.5)
+    distiller.compile(optimizer="adam")
+    weights = np.random.default_rng(0).choice([0.0, 0.1, 5.0], size=len(y)).astype("float32")
+    logs = distiller.evaluate(x, y, sample_weight=weights, batch_size=64, verbose=0,
+                              return_dict=True)
+    student, teacher = distiller.student.predict(x, verbose=0), teachers.predict(x, verbose=0)
+    assert logs["teacher_agreement"] == pytest.approx(
+        np.mean(student.argmax(-1) == teacher.argmax(-1)), abs=1e-6)
+    assert logs["accuracy"] == pytest.approx(np.mean(student.argmax(-1) == y), abs=1e-6)

@@ -128,10 +128,17 @@ def _check_student(student):
 
 
 def _teacher_outputs(teacher_outputs, teachers):
-    """The teachers' output kind: the argument, else an Ensemble's own, else "logits"."""
-    if teacher_outputs is not None and teacher_outputs not in ensemble_lib.OUTPUTS:
+    """The teachers' output kind (one, or a list of one per teacher): the argument, else an
+    Ensemble's own, else "logits"."""
+    if isinstance(teacher_outputs, (list, tuple)):
+        count = len(teachers) if isinstance(teachers, (list, tuple)) else 1
+        if isinstance(teachers, ensemble_lib.Ensemble):
+            count = len(teachers.members)
+        ensemble_lib.output_kinds(teacher_outputs, count, "teacher_outputs")
+        teacher_outputs = list(teacher_outputs)
+    elif teacher_outputs is not None and teacher_outputs not in ensemble_lib.OUTPUTS:
         raise ValueError(f"unknown teacher_outputs {teacher_outputs!r}; choose one of: "
-                         f"{', '.join(ensemble_lib.OUTPUTS)}")
+                         f"{', '.join(ensemble_lib.OUTPUTS)}, or a list of one per teacher")
     if isinstance(teachers, ensemble_lib.Ensemble):
         if teacher_outputs is not None and teacher_outputs != teachers.member_outputs:
             raise ValueError(
@@ -146,6 +153,24 @@ def _first_replica(value, strategy):
     if isinstance(value, tf.distribute.DistributedValues):
         return strategy.experimental_local_results(value)[0]
     return value
+
+
+def _check_classes(width, student_loss, distillation_loss, with_teachers):
+    """A ValueError when the student has one output unit and a loss over classes would read
+    it: a softmax over one class is 1, so that loss is exactly 0 and nothing trains."""
+    if width != 1:
+        return
+    readers = [("student_loss", student_loss)]
+    if with_teachers:
+        readers.append(("distillation_loss", distillation_loss))
+    for argument, loss in readers:
+        if losses_lib.over_classes(loss):
+            raise ValueError(
+                f"the student has one output unit, where {argument} "
+                f"{type(loss).__name__} (a loss over classes) is exactly 0: the built-in "
+                "losses are for classifiers with 2 or more classes. For regression, pass "
+                "student_loss= and distillation_loss= losses of the raw outputs, such as "
+                "keras.losses.MeanSquaredError() (docs/library.md)")
 
 
 def _check_widths(student_logits, teacher_logits, cached):
@@ -207,8 +232,10 @@ class Distiller(keras.Model):
     a positional call here is refused rather than read either way).
 
     Args:
-      student: the keras.Model that trains; it outputs logits. It stays a plain
-        Keras model: save it with `distiller.student.save(...)` and load it without tfkd.
+      student: the keras.Model that trains; it outputs one tensor of logits over 2 or
+        more classes (a model of several outputs is refused; one output unit needs
+        losses of your own, see `student_loss`). It stays a plain Keras model: save it
+        with `distiller.student.save(...)` and load it without tfkd.
       teachers: None, a keras.Model, a list of models, or an `Ensemble`. None is
         allowed when alpha = 1 or when every batch carries precomputed
         `teacher_logits`.
@@ -223,11 +250,17 @@ class Distiller(keras.Model):
         averaged (an `Ensemble` passed in keeps its own).
       teacher_outputs: what the teachers (and precomputed `teacher_logits`) hold:
         "logits" (default) or "probabilities" (models ending in a softmax), which
-        are taken as the logits log(p). Softmax teachers, or batches of
-        probabilities, given as "logits" are refused with a ValueError.
+        are taken as the logits log(p); or a list of one kind per teacher, to mix
+        logits and softmax teachers (precomputed `teacher_logits` are then the
+        ensemble's, logits). A teacher whose outputs contradict its kind (a softmax
+        declared "logits", rows that are not probabilities declared
+        "probabilities") is refused with a ValueError on the first batch.
       hint: optional `Hint` (or a dict of its fields).
       student_loss: ground-truth loss; by default `tfkd.losses.CrossEntropy`,
-        which takes integer labels or one-hot labels.
+        which takes integer labels or one-hot labels. A student of one output unit
+        (regression) needs a student_loss and a distillation_loss of raw outputs,
+        such as `keras.losses.MeanSquaredError()`: the built-in losses compare
+        distributions over classes, exactly 0 for one unit, and are refused there.
       seed: seeds the initialisation of the hint adapter (the only weights
         the Distiller creates itself).
       extrapolate: accept alpha outside [0, 1]. alpha > 1 gives the teacher a
@@ -279,6 +312,9 @@ class Distiller(keras.Model):
         self.distillation_loss = losses_lib.get_distillation_loss(
             distillation_loss, temperature=self.temperature)
         self.student_loss = student_loss or losses_lib.CrossEntropy()
+        signature = ensemble_lib.model_signature(student)
+        _check_classes(signature and signature[1], self.student_loss, self.distillation_loss,
+                       self._with_teachers)
         self.hint = Hint(**hint) if isinstance(hint, dict) else hint
         self.seed = seed
         self.fold_teachers = bool(fold_teachers)
@@ -289,7 +325,7 @@ class Distiller(keras.Model):
 
         # NOTE: accuracy and any other label metrics come from compile(metrics=...),
         # so that Keras callbacks (EarlyStopping, ModelCheckpoint) know their direction.
-        with_teachers = self.teachers is not None or self.alpha != 1.0
+        with_teachers = self._with_teachers
         self._trackers = {
             "loss": keras.metrics.Mean(name="loss"),
             "student_loss": keras.metrics.Mean(name="student_loss"),
@@ -304,6 +340,10 @@ class Distiller(keras.Model):
         if self.student.built and (self.teachers is None or self.teachers.built):
             # Nothing is left to create: Keras's own models are built the same way.
             self.built = True
+
+    @property
+    def _with_teachers(self):
+        return self.teachers is not None or self.alpha != 1.0
 
     # -- construction helpers ------------------------------------------------
 
@@ -364,10 +404,17 @@ class Distiller(keras.Model):
         """
         shape, _ = split_teacher_logits(input_shape)
         inputs = keras.tree.map_shape_structure(keras.KerasTensor, shape)
-        for model in (self.student, self.teachers):
-            if model is not None and not model.built:
-                # A symbolic call builds any kind of model, as its first real call would.
-                model(inputs)
+        # A symbolic call builds any kind of model, as its first real call would; one model
+        # at a time, so that one of several outputs is named here, not inside an Ensemble's
+        # call, where Keras would wrap the error in its own.
+        models = [(self.student, "the student")]
+        if self.teachers is not None:
+            models += [(m, f"teacher {i}") for i, m in enumerate(self.teachers.members)]
+        for model, name in models:
+            if not model.built:
+                ensemble_lib.single_output(model(inputs), name)
+        if self.teachers is not None and not self.teachers.built:
+            self.teachers.build(shape)
 
     def call(self, inputs, training=False):
         inputs, _ = split_teacher_logits(inputs)
@@ -375,12 +422,18 @@ class Distiller(keras.Model):
 
     def _student_forward(self, inputs, training):
         if self.hint is None:
-            return self.student(inputs, training=training), None
+            logits = ensemble_lib.single_output(self.student(inputs, training=training),
+                                                "the student")
+            # Static: checked once per trace, for students whose width shows only here.
+            _check_classes(logits.shape[-1], self.student_loss, self.distillation_loss,
+                           self._with_teachers)
+            return logits, None
         logits, features = self._student_with_features(inputs, training=training)
         return logits, self.hint_adapter(features)
 
     def _cached_logits(self, teacher_logits):
-        """Precomputed teacher outputs as logits (see teacher_outputs)."""
+        """Precomputed teacher outputs as logits (see teacher_outputs; with one kind per
+        teacher they are the ensemble's output, logits)."""
         if teacher_logits is not None and self.teacher_outputs == "probabilities":
             return ensemble_lib.probabilities_to_logits(teacher_logits)
         return teacher_logits
@@ -399,8 +452,7 @@ class Distiller(keras.Model):
         if teacher_logits is None:
             outputs = [first_outputs] + [m(inputs, training=False)
                                          for m in self.teachers.members[1:]]
-            if self.teacher_outputs == "probabilities":
-                outputs = [ensemble_lib.probabilities_to_logits(p) for p in outputs]
+            outputs = ensemble_lib.as_logits(outputs, self.teachers.output_kinds)
             teacher_logits = ensemble_lib.average_logits(outputs, self.teachers.average)
         return teacher_logits, features
 
@@ -555,25 +607,36 @@ class Distiller(keras.Model):
         inputs, teacher_logits = split_teacher_logits(x)
         if not self.built or (self.teachers is not None and not self.teachers.built):
             self.build(tf.nest.map_structure(lambda v: (None,) + tuple(v.shape[1:]), x))
-        if self.teacher_outputs != "logits" or self.alpha == 1.0:
+        if self.alpha == 1.0:
             return
         if teacher_logits is not None:
-            if ensemble_lib.looks_like_probabilities(teacher_logits[:64]):
+            kind = "probabilities" if self.teacher_outputs == "probabilities" else "logits"
+            problem = ensemble_lib.kind_problem(teacher_logits[:64], kind)
+            if problem and kind == "logits":
                 raise ValueError(
                     "the precomputed teacher_logits are probabilities (non-negative, each row "
                     "sums to 1), which would be read as logits; pass "
                     "teacher_outputs='probabilities' (or their log)")
+            if problem:
+                raise ValueError(f"the precomputed teacher_logits: teacher_outputs {problem}; "
+                                 "pass teacher_outputs='logits'")
         elif self.teachers is not None and not self._teachers_probed:
             # Once per Distiller, on a few examples: a softmax the constructor could not see
-            # (a subclassed teacher, a Lambda) shows in the values.
+            # (a subclassed teacher, a Lambda), or logits declared as probabilities, shows in
+            # the values.
             self._teachers_probed = True
             sample = tf.nest.map_structure(lambda v: v[:8], inputs)
-            for i, member in enumerate(self.teachers.members):
-                if ensemble_lib.looks_like_probabilities(member(sample, training=False)):
+            kinds = self.teachers.output_kinds
+            for i, (member, kind) in enumerate(zip(self.teachers.members, kinds)):
+                outputs = ensemble_lib.single_output(member(sample, training=False),
+                                                     f"teacher {i}")
+                problem = ensemble_lib.kind_problem(outputs, kind)
+                if problem:
+                    other = "logits" if kind == "probabilities" else "probabilities"
                     raise ValueError(
-                        f"teacher {i} outputs probabilities (non-negative, each row sums to 1), "
-                        "which would be read as logits; pass teacher_outputs='probabilities' "
-                        "(member_outputs='probabilities' for an Ensemble of yours)")
+                        f"teacher {i} {problem}; declare it {other!r} in teacher_outputs "
+                        "(one kind, or a list of one per teacher; member_outputs= for an "
+                        "Ensemble of yours)")
 
     def _update_metrics(self, x, terms, y, student_logits, teacher_logits, sample_weight):
         """The step's logs: compiled metrics and the trackers this step updated, no others."""
@@ -588,8 +651,11 @@ class Distiller(keras.Model):
             tracker.update_state(value * _replicas(), sample_weight=batch_size)
             updated.add(name)
         agreement = self._trackers["teacher_agreement"]
-        if teacher_logits is not None and agreement is not None:
-            agreement.update_state(student_logits, teacher_logits, sample_weight=sample_weight)
+        # Every example counts once, as in the metrics compile(metrics=...) reports beside
+        # it (Keras weighs only compile(weighted_metrics=...) by sample_weight). One output
+        # unit (regression) has no top-1 class to agree on.
+        if teacher_logits is not None and agreement is not None and student_logits.shape[-1] != 1:
+            agreement.update_state(student_logits, teacher_logits)
             updated.add("teacher_agreement")
         logs = self.compute_metrics(x, y, student_logits, sample_weight)
         # A tracker not updated (validation without teacher outputs; the training terms

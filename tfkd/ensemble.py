@@ -12,8 +12,35 @@ AVERAGES = ("logits", "probabilities")
 OUTPUTS = ("logits", "probabilities")
 
 
+def output_problem(model):
+    """What makes `model` unfit to teach or learn here, or None: tfkd's models output one
+    tensor of class scores, (batch, classes). A model with several outputs (a list or dict
+    of them) is refused: its outputs would be averaged, compared and saved as one."""
+    outputs = getattr(model, "outputs", None)
+    if outputs is None:  # not built, or subclassed: checked on its first batch instead
+        return None
+    if len(outputs) > 1 or keras.tree.is_nested(getattr(model, "_outputs_struct", None)):
+        names = ", ".join(repr(getattr(o, "name", "?")) for o in outputs)
+        return (f"has {len(outputs)} outputs ({names}); tfkd takes models with one output "
+                "of class scores, shape (batch, classes): pass "
+                "keras.Model(model.inputs, model.outputs[i]) for the one that classifies")
+    return None
+
+
+def single_output(outputs, name):
+    """`outputs` if it is one tensor; a ValueError naming `name` for a list or dict of them
+    (for models whose outputs show only when they run: subclassed, unbuilt)."""
+    if keras.tree.is_nested(outputs):
+        raise ValueError(f"{name} returns {type(outputs).__name__} of "
+                         f"{len(keras.tree.flatten(outputs))} outputs; tfkd takes models with "
+                         "one output of class scores, shape (batch, classes)")
+    return outputs
+
+
 def model_signature(model):
     """(input shape without batch, number of classes), or None where the model is not built."""
+    if output_problem(model):
+        return None
     try:
         input_shape = tuple(model.input_shape[1:])
         num_classes = model.output_shape[-1]
@@ -27,9 +54,14 @@ def check_compatible(models, names, reference=None, reference_name=None):
 
     `reference` (optional) is a model the others must match, e.g. the student.
     """
-    signatures = [(model_signature(m), n) for m, n in zip(models, names)]
+    pairs = list(zip(models, names))
     if reference is not None:
-        signatures.insert(0, (model_signature(reference), reference_name))
+        pairs.insert(0, (reference, reference_name))
+    for model, name in pairs:
+        problem = output_problem(model)
+        if problem:
+            raise ValueError(f"{name} {problem}")
+    signatures = [(model_signature(m), n) for m, n in pairs]
     known = [(s, n) for s, n in signatures if s is not None]
     if not known:
         return
@@ -66,28 +98,65 @@ def softmax_layer(model):
     return None
 
 
-def check_outputs(models, names, outputs, fix):
-    """Raises a ValueError when `outputs` is "logits" but one of `models` ends in a softmax.
+def output_kinds(outputs, count, argument="member_outputs"):
+    """Each of `count` models' output kind, from one kind for all or a list of one per model."""
+    kinds = [outputs] * count if isinstance(outputs, str) else list(outputs)
+    if isinstance(outputs, str) and outputs not in OUTPUTS or any(
+            not isinstance(k, str) or k not in OUTPUTS for k in kinds):
+        raise ValueError(f"unknown {argument} {outputs!r}; choose one of: {', '.join(OUTPUTS)}, "
+                         "or a list of one of them per model")
+    if len(kinds) != count:
+        raise ValueError(f"{argument} lists {len(kinds)} output kinds for {count} models; give "
+                         "one per model, or one string for all")
+    return tuple(kinds)
 
-    `fix` is the argument that declares probabilities, e.g. "teacher_outputs='probabilities'".
+
+def as_logits(outputs, kinds):
+    """Each model's outputs as logits: probabilities become log(p), logits stay."""
+    return [probabilities_to_logits(o) if kind == "probabilities" else o
+            for o, kind in zip(outputs, kinds)]
+
+
+def kind_problem(outputs, kind):
+    """Why a sample of a model's `outputs` contradicts its declared `kind`, or None: rows
+    that are probabilities declared as logits, or rows that are not probabilities (a
+    negative value, or a sum away from 1) declared as probabilities."""
+    outputs = np.asarray(outputs, dtype=np.float64)
+    if outputs.ndim != 2 or outputs.shape[-1] < 2:
+        return None
+    if kind == "logits" and looks_like_probabilities(outputs):
+        return ("outputs probabilities (non-negative, each row sums to 1), which would be "
+                "read as logits")
+    # Looser for declared probabilities: a float16 softmax's rows sum to 1 within ~1e-3.
+    if kind == "probabilities" and not looks_like_probabilities(outputs, tolerance=1e-2):
+        sums = outputs.sum(axis=-1)
+        row = int(np.argmax(np.abs(sums - 1.0) + (outputs.min(axis=-1) < 0)))
+        return (f"is declared to output probabilities, but its outputs are not (row {row} "
+                f"sums to {sums[row]:.4g}, least value {outputs[row].min():.4g}); they look "
+                "like logits, which would be clipped and taken as log-probabilities")
+    return None
+
+
+def check_outputs(models, names, outputs, fix):
+    """Raises a ValueError when a model declared to output logits ends in a softmax.
+
+    `outputs` is one kind for all `models` or a list of one per model; `fix` is the
+    argument that declares probabilities, e.g. "teacher_outputs='probabilities'".
     """
-    if outputs not in OUTPUTS:
-        raise ValueError(f"unknown outputs {outputs!r}; choose one of: {', '.join(OUTPUTS)}")
-    if outputs != "logits":
-        return
-    for model, name in zip(models, names):
-        layer = softmax_layer(model)
+    kinds = output_kinds(outputs, len(models), fix.split("=")[0])
+    for model, name, kind in zip(models, names, kinds):
+        layer = softmax_layer(model) if kind == "logits" else None
         if layer is not None:
             raise ValueError(
                 f"{name} ends in a softmax (layer {layer!r}), so it outputs probabilities, "
                 f"which would be read as logits; pass {fix}")
 
 
-def looks_like_probabilities(outputs):
+def looks_like_probabilities(outputs, tolerance=1e-3):
     """Whether a (N, C) batch of outputs, C > 1, is non-negative with rows summing to 1."""
     outputs = np.asarray(outputs, dtype=np.float64)
     return (outputs.ndim == 2 and outputs.shape[-1] > 1 and bool(np.all(outputs >= 0))
-            and bool(np.all(np.abs(outputs.sum(axis=-1) - 1.0) < 1e-3)))
+            and bool(np.all(np.abs(outputs.sum(axis=-1) - 1.0) < tolerance)))
 
 
 def probabilities_to_logits(probs):
@@ -150,8 +219,9 @@ class Ensemble(keras.Model):
         softmax outputs, returned as its log).
       member_outputs: what the members output: "logits" (default) or
         "probabilities" (e.g. models ending in a softmax, as many saved Keras
-        classifiers do); probabilities are taken as logits log(p), which changes
-        neither average. Members ending in a softmax with "logits" are refused.
+        classifiers do), or a list of one of them per member, to mix the two;
+        probabilities are taken as logits log(p), which changes neither average.
+        Members ending in a softmax declared "logits" are refused.
     """
 
     def __init__(self, members, average="logits", member_outputs="logits", **kwargs):
@@ -173,7 +243,9 @@ class Ensemble(keras.Model):
         check_outputs(members, names, member_outputs, "member_outputs='probabilities'")
         self.members = members
         self.average = average
-        self.member_outputs = member_outputs
+        self.member_outputs = (member_outputs if isinstance(member_outputs, str)
+                               else list(member_outputs))
+        self.output_kinds = output_kinds(member_outputs, len(members))
         if all(member.built for member in members):
             self.built = True
 
@@ -192,10 +264,9 @@ class Ensemble(keras.Model):
 
     def member_logits(self, inputs, training=False):
         """Each member's logits, as a list."""
-        outputs = [member(inputs, training=training) for member in self.members]
-        if self.member_outputs == "probabilities":
-            outputs = [probabilities_to_logits(p) for p in outputs]
-        return outputs
+        outputs = [single_output(member(inputs, training=training), f"ensemble member {i}")
+                   for i, member in enumerate(self.members)]
+        return as_logits(outputs, self.output_kinds)
 
     def evaluate_members(self, x, y, batch_size=256):
         """Each member's and the ensemble's accuracy, NLL and ECE, and the members' disagreement.
@@ -204,9 +275,7 @@ class Ensemble(keras.Model):
         "logits": the ensemble's logits as a NumPy array}.
         """
         member_logits = [m.predict(x, batch_size=batch_size, verbose=0) for m in self.members]
-        if self.member_outputs == "probabilities":
-            member_logits = [probabilities_to_logits(p) for p in member_logits]
-        member_logits = [np.asarray(z) for z in member_logits]
+        member_logits = [np.asarray(z) for z in as_logits(member_logits, self.output_kinds)]
         ensemble_logits = np.asarray(average_logits(member_logits, self.average))
         return {
             "members": [metrics_lib.classification_report(y, z) for z in member_logits],

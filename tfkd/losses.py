@@ -29,6 +29,8 @@ def _check_temperature(temperature):
 class DistillationLoss(keras.losses.Loss):
     """Base class of logit-matching losses: (teacher_logits, student_logits) -> per-example loss."""
 
+    over_classes = True  # see `over_classes`
+
     def __init__(self, temperature=1.0, name=None, reduction="sum_over_batch_size", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.temperature = _check_temperature(temperature)
@@ -103,6 +105,8 @@ class CrossEntropy(keras.losses.Loss):
     ValueError that says what fits.
     """
 
+    over_classes = True  # see `over_classes`
+
     def __init__(self, name="cross_entropy", reduction="sum_over_batch_size", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
 
@@ -117,6 +121,20 @@ class CrossEntropy(keras.losses.Loss):
         if one_hot:
             return keras.losses.categorical_crossentropy(y_true, y_pred, from_logits=True)
         return keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
+
+
+# Keras's own losses that compare distributions over the last axis; tfkd's mark themselves.
+_KERAS_OVER_CLASSES = (keras.losses.CategoricalCrossentropy,
+                       keras.losses.SparseCategoricalCrossentropy,
+                       keras.losses.KLDivergence, keras.losses.CategoricalFocalCrossentropy,
+                       keras.losses.CategoricalHinge)
+
+
+def over_classes(loss):
+    """Whether `loss` compares distributions over classes (a softmax of the last axis), which
+    one output unit makes meaningless: tfkd's logit losses and cross-entropy, and Keras's
+    categorical losses."""
+    return bool(getattr(loss, "over_classes", False)) or isinstance(loss, _KERAS_OVER_CLASSES)
 
 
 DISTILLATION_LOSSES = {
