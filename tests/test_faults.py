@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import types
 import subprocess
 import sys
 import time
@@ -316,7 +317,44 @@ def test_a_model_that_learned_nothing_fails_the_run_and_is_not_saved(tmp_path, c
     assert code == 1 and len(errors) == 1, stderr[-2000:]
     assert "member_0 learned nothing in 3 epochs" in errors[0]
     assert "--learning_rate=10" in errors[0] and "--allow_chance" in errors[0]
+    # The rule and its threshold are stated, not only the majority rate.
+    assert "plus two standard errors" in errors[0] and "is not above" in errors[0]
     assert not os.path.exists(workdir / "models" / "member_0.keras")
+
+
+def test_a_validation_split_too_small_to_judge_warns_and_keeps_the_model(tmp_path):
+    """The same chance-level model with 19 validation examples: two standard errors are 14
+    points there, too wide to judge, so the run warns, keeps the model and exits 0."""
+    from helpers.command import tfkd
+
+    workdir = tmp_path / "w"
+    result = tfkd("--mode=train", "--model=mlp", "--num_models=1", "--epochs=3",
+                  "--train_size=300", "--val_size=19", "--learning_rate=10",
+                  f"--workdir={workdir}")
+    stderr = result.stderr
+    assert result.returncode == 0, stderr[-2000:]
+    warning = [ln for ln in stderr.splitlines() if "may have learned nothing" in ln]
+    assert len(warning) == 1 and "19 validation examples are too few" in warning[0]
+    assert "--val_size" in warning[0]
+    assert os.path.exists(workdir / "models" / "member_0.keras")
+
+
+@pytest.mark.parametrize("n,majority_count,accuracy,verdict", [
+    (19, 10, 11 / 19, "too_small"),  # the issue's 57.89% against 52.63%
+    (19, 10, 0.99, None),
+    (360, 36, 0.10, "chance"),
+    (360, 36, 0.20, None),
+    (40, 30, 0.75, "too_small"),
+])
+def test_the_chance_rule(n, majority_count, accuracy, verdict):
+    from tfkd.modes.results import chance_verdict
+
+    y = np.array([0] * majority_count + list(np.arange(n - majority_count) % 9 + 1))
+    got, why = chance_verdict(types.SimpleNamespace(y_val=y), accuracy)
+    assert got == verdict
+    if verdict:
+        share = 100 * majority_count / n
+        assert f"{share:.2f}% of {n} validation examples" in why
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("mount"),

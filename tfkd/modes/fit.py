@@ -198,15 +198,17 @@ def fit_model(config, workdir, splits, *, name, kind, seed, teachers=None, gener
            "teacher": teachers.name if teachers else None, "alpha": float(alpha),
            **results.evaluate_model(student, splits)}
     # A --smoke run checks wiring on a few batches, where accuracy means nothing.
-    problem = None if config.allow_chance or config.smoke else results.chance_problem(
-        splits, row["val_accuracy"])
-    if problem:
+    verdict, why = (None, None) if config.allow_chance or config.smoke else (
+        results.chance_verdict(splits, row["val_accuracy"]))
+    if verdict == "too_small":
+        logging.warning("tfkd: warning: %s may have learned nothing: %s; kept", name, why)
+    elif verdict == "chance":
         # Its state stays: the same command with --allow_chance saves it without training.
         raise TrainingError(
-            f"{name} learned nothing in {config.epochs} epochs: {problem}; it was not saved. "
+            f"{name} learned nothing in {config.epochs} epochs: {why}; it was not saved. "
             f"Likely causes: a learning rate too high or too low for this model "
             f"(--learning_rate={config.learning_rate:g}), too few epochs, or labels that do "
-            "not depend on the inputs (--allow_chance keeps such a model)")
+            "not depend on the inputs; --allow_chance keeps such a model")
     workdir.save_model(student, name)
     workdir.write_metrics(name, {"row": row, "role": kind, "history": history,
                                  "settings": settings,

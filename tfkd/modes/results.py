@@ -33,25 +33,38 @@ def evaluate_model(model, splits):
                            cache.predict_logits(model, splits.x_test))
 
 
-def chance_problem(splits, val_accuracy):
-    """Why a model at `val_accuracy` has learned nothing, or None.
+# A validation split whose chance band (two standard errors of the majority rate) is wider
+# than this cannot tell a model that learned a little from one that learned nothing.
+WIDEST_JUDGEABLE_BAND = 0.10
 
-    Nothing learned: validation accuracy no better than always answering the validation
-    split's most common class, within two binomial standard errors of that rate (so a
-    small validation split's noise is not taken for learning).
+
+def chance_verdict(splits, val_accuracy):
+    """(verdict, message): whether a model at `val_accuracy` learned anything.
+
+    The rule: a model learned nothing when its validation accuracy is not above the
+    validation split's most common class's share plus two binomial standard errors of that
+    share. verdict is None (it learned), "chance" (it did not), or "too_small" (the split is
+    too small to tell: two standard errors exceed WIDEST_JUDGEABLE_BAND, and the accuracy
+    is inside the band), with a message saying which numbers gave it.
     """
     labels = np.asarray(splits.y_val)
     if labels.ndim > 1:
         labels = labels.argmax(-1)
     if not len(labels):
-        return None
-    majority = np.bincount(labels.reshape(-1).astype(np.int64)).max() / len(labels)
-    bound = majority + 2 * math.sqrt(majority * (1 - majority) / len(labels))
-    if val_accuracy > bound:
-        return None
-    return (f"validation accuracy {100 * val_accuracy:.2f}% is no better than always "
-            f"answering the most common class ({100 * majority:.2f}% of {len(labels)} "
-            "validation examples)")
+        return None, None
+    n = len(labels)
+    majority = np.bincount(labels.reshape(-1).astype(np.int64)).max() / n
+    band = 2 * math.sqrt(majority * (1 - majority) / n)
+    if val_accuracy > majority + band:
+        return None, None
+    rule = (f"validation accuracy {100 * val_accuracy:.2f}% is not above "
+            f"{100 * (majority + band):.2f}%, the most common class's share "
+            f"({100 * majority:.2f}% of {n} validation examples) plus two standard errors "
+            f"({100 * band:.2f} points)")
+    if band > WIDEST_JUDGEABLE_BAND:
+        return "too_small", (f"{rule}: {n} validation examples are too few to tell whether it "
+                             "learned (--val_size=N holds out more)")
+    return "chance", rule
 
 
 def ensemble_row(config, workdir, splits, members, *, name, kind):
