@@ -158,6 +158,26 @@ def test_offline_message_says_where_and_how(tmp_path, monkeypatch):
     assert "ConnectionError" in message and "--data_dir" in message
 
 
+@pytest.mark.parametrize("held", [True, False])
+def test_offline_tfds_name_points_to_the_keras_copy_this_machine_has(tmp_path, monkeypatch,
+                                                                    held):
+    """--dataset=fashion_mnist (TFDS) right after installing Debian's copy: the message
+    names keras:fashion_mnist, which reads that copy, instead of another machine."""
+    from tfkd.data import keras_source
+
+    def offline(self, *args, **kwargs):
+        raise ConnectionError("Failed to resolve 'storage.googleapis.com'")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
+    monkeypatch.setattr(keras_source, "is_available", lambda name: held)
+    with pytest.raises(DatasetError) as error:
+        load_dataset("fashion_mnist", data_dir=str(tmp_path))
+    message = str(error.value)
+    assert "\n" not in message
+    assert ("--dataset=keras:fashion_mnist" in message) == held
+    assert ("On a machine with internet" in message) == (not held)
+
+
 def test_an_offline_machine_is_told_at_once_not_after_the_retries(tmp_path, monkeypatch):
     """TFDS retries a download ten times with back-off (220 s here offline); a download
     host without an address ends the load before TFDS starts. With a proxy set, TFDS

@@ -572,3 +572,24 @@ def test_teacher_agreement_counts_every_example_once_like_accuracy(digits, teach
     assert logs["teacher_agreement"] == pytest.approx(
         np.mean(student.argmax(-1) == teacher.argmax(-1)), abs=1e-6)
     assert logs["accuracy"] == pytest.approx(np.mean(student.argmax(-1) == y), abs=1e-6)
+
+
+def test_load_weights_into_a_fresh_compiled_distiller_loads_the_optimizer_too(digits, teachers,
+                                                                            tmp_path):
+    """Keras skips a saved optimizer state with a warning when the optimizer has no slots
+    yet, which made users doubt their weights loaded; the Distiller loads it instead."""
+    x, y = digits
+    trained = tfkd.Distiller(student=functional_student(0), teachers=teachers)
+    trained.compile(optimizer="adam")
+    trained.fit(batches(x[:128], y[:128]), epochs=1, verbose=0)
+    trained.save_weights(tmp_path / "d.weights.h5")
+    fresh = tfkd.Distiller(student=functional_student(1), teachers=teachers)
+    fresh.compile(optimizer="adam")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fresh.load_weights(tmp_path / "d.weights.h5")
+    for a, b in zip(fresh.student.get_weights(), trained.student.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert int(fresh.optimizer.iterations) == int(trained.optimizer.iterations) == 2
+    for a, b in zip(fresh.optimizer.variables, trained.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -598,6 +598,16 @@ class Distiller(keras.Model):
             folded.refresh()
 
     def load_weights(self, *args, **kwargs):
+        """keras.Model.load_weights, with the optimizer's state too when compiled.
+
+        NOTE: a freshly compiled Distiller's optimizer has no slots yet, and Keras then
+        skips the saved optimizer state with a warning ("Skipping variable loading for
+        optimizer") that makes users doubt their weights loaded. Building the optimizer
+        first loads that state as well, as for a model that has trained.
+        """
+        optimizer = getattr(self, "optimizer", None)
+        if self.built and optimizer is not None and not optimizer.built:
+            optimizer.build(self.trainable_variables)
         super().load_weights(*args, **kwargs)
         self.refold_teachers()
 

@@ -115,6 +115,15 @@ def _offline(builder):
             f"{', '.join(hosts)}: this machine looks offline" if hosts else None)
 
 
+def _keras_copy(name):
+    """"keras:NAME" when the keras: source holds TFDS's `name` on this machine, else None."""
+    from tfkd.data import keras_source
+
+    if name in keras_source.KERAS_DATASETS and keras_source.is_available(name):
+        return f"keras:{name}"
+    return None
+
+
 def _prepare(builder, name, data_dir):
     """Downloads and prepares the data when it is not there yet; one clear error if that fails."""
     if builder.is_prepared():
@@ -127,6 +136,12 @@ def _prepare(builder, name, data_dir):
     except Exception as e:  # noqa: BLE001 -- network, permissions, missing extras: all one story
         where = default_data_dir(data_dir)
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        local = _keras_copy(name)
+        if local:
+            raise DatasetError(
+                f"TFDS dataset {name!r} is not prepared in {where} and could not be "
+                f"downloaded ({type(e).__name__}: {reason}); this machine has the same data "
+                f"for --dataset={local} (keras.datasets, read offline): pass that") from None
         raise DatasetError(
             f"TFDS dataset {name!r} is not prepared in {where} and could not be downloaded "
             f"({type(e).__name__}: {reason}). On a machine with internet run `python -c "
