@@ -593,3 +593,22 @@ def test_load_weights_into_a_fresh_compiled_distiller_loads_the_optimizer_too(di
     assert int(fresh.optimizer.iterations) == int(trained.optimizer.iterations) == 2
     for a, b in zip(fresh.optimizer.variables, trained.optimizer.variables):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_student_checkpoint_saves_the_student_alone_at_its_best_epoch(digits, teachers,
+                                                                      tmp_path):
+    x, y = digits
+    distiller = tfkd.Distiller(student=functional_student(0), teachers=teachers)
+    distiller.compile(optimizer="adam")
+    whole = keras.callbacks.ModelCheckpoint(tmp_path / "distiller.weights.h5",
+                                            save_weights_only=True)
+    best = tfkd.StudentCheckpoint(tmp_path / "student.keras", monitor="val_accuracy",
+                                  save_best_only=True)
+    history = distiller.fit(batches(x[:512], y[:512]), validation_data=batches(x[512:768],
+                            y[512:768]), epochs=4, verbose=0, callbacks=[whole, best]).history
+    student = keras.saving.load_model(tmp_path / "student.keras")  # plain Keras, no tfkd needed
+    assert len(student.weights) == len(distiller.student.weights)
+    assert os.path.getsize(tmp_path / "student.keras") * 2 < os.path.getsize(
+        tmp_path / "distiller.weights.h5")
+    accuracy = np.mean(student.predict(x[512:768], verbose=0).argmax(-1) == y[512:768])
+    assert accuracy == pytest.approx(max(history["val_accuracy"]), abs=1e-6)

@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Distiller": "tfkd.distiller",
     "Hint": "tfkd.distiller",
+    "StudentCheckpoint": "tfkd.distiller",
     "with_teacher_logits": "tfkd.distiller",
     "Ensemble": "tfkd.ensemble",
     "SoftTargetKL": "tfkd.losses",

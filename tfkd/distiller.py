@@ -223,6 +223,28 @@ def _build_adapter(student_shape, teacher_shape, seed=None):
     raise ValueError(f"hint features of rank {rank} are not supported (2, 3 or 4)")
 
 
+class StudentCheckpoint(keras.callbacks.ModelCheckpoint):
+    """`keras.callbacks.ModelCheckpoint` that saves a Distiller's student alone.
+
+    A Distiller's own checkpoint holds every teacher too (gigabytes for ten large
+    teachers, in every file); the student is what a checkpoint is for. Arguments are
+    ModelCheckpoint's: `monitor` reads the Distiller's logs ("val_accuracy", ...), and
+    `save_weights_only=False` writes a plain Keras model that loads without tfkd. On a
+    model that is not a Distiller it is ModelCheckpoint itself.
+    """
+
+    # NOTE: the Distiller stays the callback's model, so that the monitored metric's
+    # direction is read from its compiled metrics as ModelCheckpoint does; only the save
+    # (ModelCheckpoint._save_model, Keras 3) sees the student.
+    def _save_model(self, epoch, batch, logs):
+        distiller = self.model
+        self.set_model(getattr(distiller, "student", distiller))
+        try:
+            super()._save_model(epoch, batch, logs)
+        finally:
+            self.set_model(distiller)
+
+
 @keras.saving.register_keras_serializable(package="tfkd")
 class Distiller(keras.Model):
     """Trains `student` on ground truth and on the (averaged, frozen) outputs of `teachers`.
