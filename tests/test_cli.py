@@ -175,6 +175,13 @@ def test_self_distill_with_optimal_alpha_records_one_alpha_per_step(tmp_path):
         for g, alpha in enumerate(alphas, start=1):
             record = json.load(open(workdir / "metrics" / f"self_distilled_{chain[-1]}_g{g}.json"))
             assert record["row"]["alpha"] == alpha and record["settings"]["alpha"] == alpha
+            # And in the result row of each table the run writes, as the docs say.
+            name = f"self_distilled_{chain[-1]}_g{g}"
+            table = (workdir / "results.md").read_text().splitlines()
+            line = next(ln for ln in table if ln.startswith(f"| {name} |"))
+            assert line.split(" | ")[4] == f"{alpha:.4g}"
+            rows = {r["name"]: r for r in csv.DictReader(open(workdir / "results.csv"))}
+            assert float(rows[name]["alpha"]) == alpha
     # The alpha = 0 probes are kept as models but are not results.
     assert os.path.exists(workdir / "models" / "self_distilled_0_g1_alpha0.keras")
     assert not any(n.endswith("_alpha0") for n in result_names(workdir))

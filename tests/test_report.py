@@ -163,13 +163,13 @@ def test_markdown_shows_percentages_summaries_and_gains():
     markdown = report.to_markdown(paper_rows(), title="ResNet-18 / CIFAR-10")
     lines = markdown.splitlines()
     assert lines[0] == "## ResNet-18 / CIFAR-10"
-    assert ("| model | kind | seed | teacher | val acc (%) | test acc (%) | train / val / test |"
-            in lines)
+    assert ("| model | kind | seed | teacher | alpha | val acc (%) | test acc (%) | "
+            "train / val / test |" in lines)
     # Split sizes not recorded in these rows: "-" each.
-    assert "| member_0 | member | 0 | - | 86.66 | 86.01 | - / - / - |" in lines
+    assert "| member_0 | member | 0 | - | - | 86.66 | 86.01 | - / - / - |" in lines
     # mean 85.948, sample std 0.3685 (the note's 5 seeds)
-    assert "| **members mean ± std** | summary | n=5 | - | 86.44 ± 0.40 | 85.95 ± 0.37 | - / - / - |" in lines
-    assert "| self_distilled_3_g1 | self_distilled | 13 | member_3 | 86.46 | 85.32 | - / - / - |" in lines
+    assert "| **members mean ± std** | summary | n=5 | - | - | 86.44 ± 0.40 | 85.95 ± 0.37 | - / - / - |" in lines
+    assert "| self_distilled_3_g1 | self_distilled | 13 | member_3 | - | 86.46 | 85.32 | - / - / - |" in lines
     assert "86.38 ± 0.70" in markdown
     assert "ensemble vs mean member: +3.12 points (test)" in markdown
     assert "distilled vs mean member: +1.05 points (test)" in markdown

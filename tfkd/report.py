@@ -25,8 +25,10 @@ METRICS = ("val_accuracy", "test_accuracy", "test_nll", "test_ece")
 _ACCURACIES = ("val_accuracy", "test_accuracy")
 # How many examples a row's model was trained on and its metrics measured on.
 SIZES = ("train_examples", "val_examples", "test_examples")
-_FIELDS = ("name", "kind", "seed", "generation", "teacher", *METRICS, *SIZES)
-CSV_COLUMNS = ("name", "kind", "summarizes", "n", "seed", "generation", "teacher",
+_FIELDS = ("name", "kind", "seed", "generation", "teacher", "alpha", *METRICS, *SIZES)
+# alpha: the ground-truth weight a trained row's model was fitted with (an estimated
+# --self_distill_alpha=optimal included); none on ensembles and summaries.
+CSV_COLUMNS = ("name", "kind", "summarizes", "n", "seed", "generation", "teacher", "alpha",
                *(c for m in METRICS for c in (m, f"{m}_std")), *SIZES)
 
 MEMBERS_SUMMARY = "members mean ± std"
@@ -248,8 +250,9 @@ def markdown_table(header, rows, number="{}", right_from=1):
 
 def _markdown(table, title=None):
     lines = [f"## {title}", ""] if title else []
-    lines += ["| model | kind | seed | teacher | val acc (%) | test acc (%) | train / val / test |",
-              "|---|---|---|---|---:|---:|---:|"]
+    lines += ["| model | kind | seed | teacher | alpha | val acc (%) | test acc (%) | "
+              "train / val / test |",
+              "|---|---|---|---|---:|---:|---:|---:|"]
     for r in table:
         if r["kind"] == "summary":
             name, seed = f"**{cell(r['name'])}**", f"n={r['n']}"
@@ -258,8 +261,9 @@ def _markdown(table, title=None):
             name, seed = cell(r["name"]), cell(r["seed"])
             accuracies = [_percent(r[m]) for m in _ACCURACIES]
         sizes = " / ".join(cell(r.get(k)) for k in SIZES)
+        alpha = "-" if r.get("alpha") is None else f"{float(r['alpha']):.4g}"
         lines.append(f"| {name} | {cell(r['kind'])} | {seed} | {cell(r['teacher'])} | "
-                     + " | ".join(accuracies) + f" | {sizes} |")
+                     f"{alpha} | " + " | ".join(accuracies) + f" | {sizes} |")
     found = _gains(table)
     if found:
         lines.append("")

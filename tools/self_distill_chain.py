@@ -87,33 +87,35 @@ def main(argv):
                 print("\nestimated alpha per step (mean ± std): " + ", ".join(
                     f"{g + 1}: {alphas[:, g].mean():.3f} ± {alphas[:, g].std():.3f}"
                     for g in range(FLAGS.steps)))
-    plot(results)
+    from tfkd.workdir import save_figure
+
+    save_figure(plot(results, FLAGS.datasets, FLAGS.settings, FLAGS.steps), FLAGS.plot, dpi=120)
     print(f"\nplot: {FLAGS.plot}")
 
 
-def plot(results):
+def plot(results, datasets, settings, steps):
+    """The test accuracy per step, mean ± std over seeds, one panel per dataset."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    from tfkd.workdir import save_figure
-
-    figure, axes = plt.subplots(1, len(FLAGS.datasets), figsize=(5 * len(FLAGS.datasets), 3.6),
-                                squeeze=False)
-    steps = np.arange(FLAGS.steps + 1)
-    for ax, dataset in zip(axes[0], FLAGS.datasets):
-        for setting in FLAGS.settings:
+    figure = Figure(figsize=(5 * len(datasets), 3.6))
+    axes = figure.subplots(1, len(datasets), squeeze=False)
+    positions = np.arange(steps + 1)
+    for ax, dataset in zip(axes[0], datasets):
+        for setting in settings:
             accuracies = 100 * np.asarray(results[dataset, setting][0])
-            ax.errorbar(steps, accuracies.mean(0), yerr=accuracies.std(0), capsize=3,
+            ax.errorbar(positions, accuracies.mean(0), yerr=accuracies.std(0), capsize=3,
                         marker="o", label=f"alpha = {setting}")
+        ax.set_xticks(positions)  # steps are whole numbers
         ax.set_title(dataset)
         ax.set_xlabel("self-distillation step (0: labels only)")
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend()
     figure.tight_layout()
-    save_figure(figure, FLAGS.plot, dpi=120)
+    return figure
 
 
 if __name__ == "__main__":

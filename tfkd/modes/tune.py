@@ -177,10 +177,16 @@ def write_results(config, trials, directory, teacher_dir):
 
 def plot_trials(config, trials, path):
     """The objective against each searched hyper-parameter (log axis for T and lr)."""
+    save_figure(trials_figure(config, trials), path, dpi=110)
+
+
+def trials_figure(config, trials):
+    """The figure of `plot_trials`."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
     params = list(config.tune_params)
     figure = Figure(figsize=(4 * len(params), 3.4))
@@ -192,10 +198,21 @@ def plot_trials(config, trials, path):
                    label="best")
         if SEARCHABLE[name] == "log":
             ax.set_xscale("log")
+            # Over a range of a decade or less matplotlib labels minor ticks too, or falls
+            # back to linear ticks, and the labels overlap. Four ticks spread evenly in
+            # log over the searched range, at two significant digits, plain numbers.
+            low, high = getattr(config, f"tune_{name}")
+            ticks = np.unique([float(f"{v:.2g}") for v in np.geomspace(low, high, 4)])
+            ax.set_xlim(low / 1.15, high * 1.15)
+            ax.xaxis.set_major_locator(FixedLocator(ticks))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(name)
         ax.set_ylabel("validation accuracy (%)")
         ax.grid(alpha=0.3)
     figure.axes[0].legend()
     figure.suptitle(f"tune: {len(trials)} trials ({config.tuner})")
     figure.tight_layout()
-    save_figure(figure, path, dpi=110)
+    return figure
+
+

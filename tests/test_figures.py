@@ -1,0 +1,55 @@
+"""Figures read well: tick labels that do not overlap, whole-number steps."""
+
+import dataclasses
+import functools
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+from helpers.figures import overlapping_tick_labels, tick_labels
+from tfkd.config import Config
+from tfkd.modes import tune
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_trials_plot_tick_labels_do_not_overlap(seed):
+    rng = np.random.default_rng(seed)
+    # Searched ranges of a decade or less, and of several: where labels crowded.
+    low_lr = float(rng.uniform(1e-4, 3e-3))
+    config = dataclasses.replace(Config(), tune_learning_rate=(low_lr, low_lr * [1.5, 3, 10,
+                                                                             100][seed]))
+    low_t, high_t = config.tune_temperature
+    high_lr = config.tune_learning_rate[1]
+    trials = [{"temperature": float(np.exp(rng.uniform(np.log(low_t), np.log(high_t)))),
+               "alpha": float(rng.uniform()),
+               "learning_rate": float(np.exp(rng.uniform(np.log(low_lr), np.log(high_lr)))),
+               tune.OBJECTIVE: float(rng.uniform(0.5, 0.9))} for _ in range(12)]
+    trials.sort(key=lambda t: -t[tune.OBJECTIVE])
+    figure = tune.trials_figure(config, trials)
+    assert overlapping_tick_labels(figure) == []
+    for axes in figure.axes:  # each axis still says where it is
+        assert len(tick_labels(axes, "x")) >= 2
+
+
+@functools.lru_cache(maxsize=1)  # the tool defines absl flags when it is loaded
+def _chain_tool():
+    path = os.path.join(ROOT, "tools", "self_distill_chain.py")
+    spec = importlib.util.spec_from_file_location("self_distill_chain", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("steps", [1, 2, 5])
+def test_self_distillation_chain_plot_has_whole_step_ticks(steps):
+    rng = np.random.default_rng(steps)
+    results = {("digits", s): (rng.uniform(0.9, 1.0, (3, steps + 1)), None)
+               for s in ("0", "optimal")}
+    figure = _chain_tool().plot(results, ["digits"], ["0", "optimal"], steps)
+    overlapping_tick_labels(figure)  # draws it
+    labels = [text.replace("\u2212", "-") for text, _ in tick_labels(figure.axes[0], "x")]
+    assert [float(t) for t in labels] == list(range(steps + 1))
