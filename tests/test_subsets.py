@@ -15,6 +15,15 @@ from tfkd.data.arrays import carve, stratified_subset
 from tfkd.modes.inputs import load_splits
 
 
+def test_display_names_drop_the_path_of_path_sources():
+    from tfkd.data.registry import display_name
+
+    assert display_name("folder:/home/me/photos/") == "folder:photos"
+    assert display_name("npz:/data/sets/sorted.npz") == "npz:sorted.npz"
+    for name in ("digits", "keras:fashion_mnist", "cifar10", "tfds:svhn_cropped"):
+        assert display_name(name) == name
+
+
 def _within_one_of_share(y_all, chosen):
     """Each class's count in `chosen` is within one example of count * n_c / n."""
     classes, sizes = np.unique(y_all, return_counts=True)
@@ -101,6 +110,8 @@ def test_analysis_examples_are_stratified(tmp_path):
               f"--workdir={workdir}"]
     ok(tfkd("--mode=train", *common))
     ok(tfkd("--mode=distill", *common))
+    # Titles name a path source by its last part, not the absolute path.
+    assert (workdir / "results.md").read_text().splitlines()[0] == "## npz:sorted.npz / cnn"
     ok(tfkd("--mode=analyze", *common))
     analysis = json.load(open(workdir / "analysis.json"))
     assert analysis["examples"] == 9

@@ -15,6 +15,7 @@ are read from these tables, never from a second list.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Callable, Optional
 
 import numpy as np
@@ -178,6 +179,16 @@ def dataset_names() -> list:
     """
     examples = list(SOURCES[_fallback[0]].examples) if _fallback else []
     return sorted(DATASETS) + examples
+
+
+def display_name(name: str) -> str:
+    """`name` for titles and captions: a source whose argument is a path (its form ends in
+    PATH: folder:, npz:) shows the path's last part, not the whole, often absolute, path."""
+    scheme, colon, argument = str(name).partition(":")
+    source = SOURCES.get(scheme) if colon else None
+    if source is not None and source.form.endswith("PATH"):
+        return f"{scheme}:{os.path.basename(os.path.normpath(argument)) or argument}"
+    return str(name)
 
 
 def _unknown(name) -> DatasetError:

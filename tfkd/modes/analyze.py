@@ -29,6 +29,7 @@ from absl import logging
 
 from tfkd.analysis import adversarial, figures, gradcam, inheritance, invariance
 from tfkd.config import ConfigError
+from tfkd.data.registry import display_name
 from tfkd.ensemble import Ensemble
 from tfkd import cache
 from tfkd.modes import fit, inputs, results
@@ -82,8 +83,8 @@ def run(config, workdir, splits=None, progress=None):
         figures.plot_property_table([(p, v["distilled"], v["independent"])
                                      for p, _, v in table[:6]],
                                     workdir.path("analysis.png"),
-                                    title=f"{config.dataset}: what the distilled student "
-                                          "inherits")
+                                    title=f"{display_name(config.dataset)}: what the "
+                                          "distilled student inherits")
         figures.plot_gradcam_grid(x[:GRADCAM_FIGURE_IMAGES],
                                   {k: v[:GRADCAM_FIGURE_IMAGES] for k, v in maps.items()},
                                   workdir.path("gradcam.png"))
