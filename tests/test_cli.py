@@ -209,3 +209,77 @@ def test_multiview_dataset_with_the_patch_network(tmp_path):
     ok(tfkd("--mode=train", "--smoke", "--dataset=multiview", "--model=patch_net",
             "--num_models=1", f"--workdir={workdir}"))
     assert "member_0" in result_names(workdir)
+
+
+def test_teachers_from_elsewhere_are_evaluated_and_warned_about(tmp_path):
+    """--teacher_dir teachers get rows of their own in the results table; one that scores
+    far below the accuracy its workdir recorded (here: a record edited up, as a teacher
+    prepared differently would show), or at chance, is warned about."""
+    teachers = tmp_path / "teachers"
+    ok(tfkd("--mode=train", "--model=mlp", "--num_models=2", "--epochs=3",
+            f"--workdir={teachers}"))
+    record_path = teachers / "metrics" / "member_1.json"
+    record = json.loads(record_path.read_text())
+    measured = record["row"]["test_accuracy"]
+    known = record["row"]["test_accuracy"] = min(1.0, measured + 0.08)
+    record_path.write_text(json.dumps(record))
+    student = tmp_path / "student"
+    common = ["--mode=distill", "--model=mlp", "--num_models=2", "--epochs=1",
+              f"--teacher_dir={teachers}", f"--workdir={student}"]
+    result = ok(tfkd(*common))
+    warnings = [ln for ln in result.stderr.splitlines() if "tfkd: warning: teacher" in ln]
+    assert len(warnings) == 1 and "teacher_1" in warnings[0], result.stderr[-2000:]
+    assert f"against {100 * known:.2f}% recorded" in warnings[0]
+    rows = {r["name"]: r for r in csv.DictReader(open(student / "results.csv"))}
+    assert rows["teacher_0"]["kind"] == rows["teacher_1"]["kind"] == "teacher"
+    assert float(rows["teacher_1"]["test_accuracy"]) == pytest.approx(measured, abs=1e-9)
+    assert list(rows)[:2] == ["teacher_0", "teacher_1"]  # first in the table
+    # Evaluated once per teacher file: a re-run reads the rows back.
+    again = ok(tfkd(*common))
+    assert "tfkd: warning: teacher" not in again.stderr
+
+
+def test_a_teacher_at_chance_from_a_plain_folder_is_warned_about(tmp_path):
+    import keras
+
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    inputs = keras.Input((8, 8, 1))
+    zero = keras.layers.Dense(10, kernel_initializer="zeros")(keras.layers.Flatten()(inputs))
+    keras.Model(inputs, zero).save(folder / "constant.keras")
+    result = ok(tfkd("--mode=distill", "--model=mlp", "--num_models=1", "--epochs=1",
+                     "--allow_chance", f"--teacher_dir={folder}",
+                     f"--workdir={tmp_path / 'student'}"))
+    warnings = [ln for ln in result.stderr.splitlines() if "tfkd: warning: teacher" in ln]
+    assert len(warnings) == 1 and "scores at chance here" in warnings[0]
+    assert "constant.keras" in warnings[0]
+
+
+def test_softmax_teachers_in_a_folder_teach_through_their_logits(tmp_path):
+    import keras
+    import numpy as np
+
+    from tfkd.data import load_dataset
+
+    folder = tmp_path / "softmax"
+    folder.mkdir()
+    digits = load_dataset("digits")
+    for seed, last in ((0, "dense"), (1, "layer")):
+        keras.utils.set_random_seed(seed)
+        layers = [keras.Input((8, 8, 1)), keras.layers.Flatten()]
+        layers += ([keras.layers.Dense(10, activation="softmax")] if last == "dense" else
+                   [keras.layers.Dense(10), keras.layers.Softmax()])
+        model = keras.Sequential(layers)
+        model.compile("adam", "sparse_categorical_crossentropy")
+        model.fit(digits.x_train, digits.y_train, epochs=3, verbose=0)
+        model.save(folder / f"t{seed}.keras")
+    result = ok(tfkd("--mode=distill", "--model=mlp", "--num_models=2", "--epochs=1",
+                     f"--teacher_dir={folder}", f"--workdir={tmp_path / 'student'}"))
+    assert result.stderr.count("ends in a softmax") == 2
+    assert "Traceback" not in result.stderr
+    # The teacher rows score what the saved classifiers score.
+    rows = {r["name"]: r for r in csv.DictReader(open(tmp_path / "student" / "results.csv"))}
+    for i in range(2):
+        saved = keras.saving.load_model(folder / f"t{i}.keras")
+        accuracy = np.mean(saved.predict(digits.x_test, verbose=0).argmax(-1) == digits.y_test)
+        assert float(rows[f"teacher_{i}"]["test_accuracy"]) == pytest.approx(accuracy)

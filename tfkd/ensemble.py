@@ -137,6 +137,36 @@ def kind_problem(outputs, kind):
     return None
 
 
+def without_softmax(model):
+    """(model, the softmax layer's name): `model` made to output its logits when it ends in
+    a softmax (most saved Keras classifiers do), else (`model`, None).
+
+    A Dense (or other layer) with a softmax activation gets a linear one: the model then
+    outputs the softmax's input, the exact logits. A final Softmax or Activation layer is
+    cut off: the model's output becomes that layer's input. The logits z and log p differ by
+    a constant per example, so every softmax of them, at any temperature, and every
+    average of the members, is the same. A ValueError where the softmax sits inside a
+    nested model or a layer with several inputs.
+    """
+    name = softmax_layer(model)
+    if name is None:
+        return model, None
+    last = model.layers[-1]
+    if isinstance(last, keras.Model):
+        raise ValueError(f"{model.name} ends in a softmax inside its nested model "
+                         f"{last.name!r}; save it with logits outputs, or load it yourself "
+                         "and pass teacher_outputs='probabilities' to a Distiller")
+    if getattr(last, "activation", None) is not None and not isinstance(
+            last, (keras.layers.Activation, keras.layers.Softmax)):
+        last.activation = keras.activations.linear
+        return model, name
+    inputs = getattr(model, "inputs", None)
+    if not inputs or isinstance(last.input, (list, tuple, dict)):
+        raise ValueError(f"{model.name} ends in a softmax layer {name!r} that cannot be cut "
+                         "off; save it with logits outputs")
+    return keras.Model(inputs, last.input, name=model.name), name
+
+
 def check_outputs(models, names, outputs, fix):
     """Raises a ValueError when a model declared to output logits ends in a softmax.
 

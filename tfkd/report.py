@@ -20,7 +20,8 @@ from tfkd.workdir import save_figure, write_text
 
 __all__ = ["summarize", "gains", "to_markdown", "to_csv", "plot_results", "write_report"]
 
-KNOWN_KINDS = ("member", "ensemble", "distilled", "self_distilled", "self_distilled_ensemble")
+KNOWN_KINDS = ("teacher", "member", "ensemble", "distilled", "self_distilled",
+               "self_distilled_ensemble")
 METRICS = ("val_accuracy", "test_accuracy", "test_nll", "test_ece")
 _ACCURACIES = ("val_accuracy", "test_accuracy")
 # How many examples a row's model was trained on and its metrics measured on.
@@ -155,7 +156,7 @@ def _order_self_distilled(students, rank):
 def summarize(rows):
     """The table rows in display order.
 
-    Members, a members summary row, ensemble, distilled, the self-distilled students (chain by
+    Teachers from outside the workdir, members, a members summary row, ensemble, distilled, the self-distilled students (chain by
     chain, by generation), a summary row over the last generation of each chain, the
     self-distilled ensemble, then rows of any other kind in input order.
 
@@ -166,9 +167,11 @@ def summarize(rows):
     """
     rows = _normalize(rows)
     of_kind = lambda kind: [r for r in rows if r["kind"] == kind]  # noqa: E731
-    table = of_kind("member")
-    if table:
-        table.append(_summary_row(MEMBERS_SUMMARY, "member", table))
+    members = of_kind("member")
+    if members:
+        members.append(_summary_row(MEMBERS_SUMMARY, "member", members))
+    # Teachers from --teacher_dir, evaluated on this run's data, come first.
+    table = of_kind("teacher") + members
     table += of_kind("ensemble") + of_kind("distilled")
     students = of_kind("self_distilled")
     if students:
@@ -297,6 +300,7 @@ def to_csv(rows):
 # ----------------------------------------------------------------------------- plot
 
 _COLOURS = {
+    "teacher": "#c7c7c7",
     "member": "#8fb8de",
     "ensemble": "#e8833a",
     "distilled": "#4daf4a",

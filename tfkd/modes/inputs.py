@@ -7,7 +7,7 @@ from tfkd.config import ConfigError
 from tfkd.data import DatasetError, load_dataset
 from tfkd.ensemble import Ensemble, model_signature
 from tfkd.models import input_problem, models_for
-from tfkd.modes import fit, store
+from tfkd.modes import fit, results, store
 
 SMOKE_EXAMPLES = 256
 
@@ -76,6 +76,7 @@ def load_members(config, workdir, splits):
            if directory == workdir.root or os.path.isdir(os.path.join(directory, "models"))
            else "add .keras models to the folder, or lower --num_models")
     members, paths = store.load_members(config, directory, how_to_train=how)
+    outside = directory != workdir.root
     for member, path in zip(members, paths):
         shape, classes = model_signature(member)
         if shape != tuple(splits.input_shape) or classes != splits.num_classes:
@@ -84,6 +85,10 @@ def load_members(config, workdir, splits):
                 f"classes, but {config.dataset} has inputs of shape {tuple(splits.input_shape)} "
                 f"and {splits.num_classes} classes; give the --dataset its members were "
                 "trained on, or teachers of this data (--teacher_dir)")
+    if outside and workdir.writable:
+        # Teachers from elsewhere are evaluated on this run's data: their rows go into the
+        # results table, and one that scores far below its own record is warned about.
+        results.record_teachers(workdir, splits, members, paths)
     return members, paths
 
 

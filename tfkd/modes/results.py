@@ -8,6 +8,7 @@ from absl import logging
 
 from tfkd import cache, metrics
 from tfkd.ensemble import Ensemble
+from tfkd.modes import store
 
 
 def split_sizes(splits):
@@ -65,6 +66,63 @@ def chance_verdict(splits, val_accuracy):
         return "too_small", (f"{rule}: {n} validation examples are too few to tell whether it "
                              "learned (--val_size=N holds out more)")
     return "chance", rule
+
+
+TEACHER_KIND = "teacher"
+
+
+def record_teachers(workdir, splits, members, paths):
+    """Each teacher from outside the workdir (--teacher_dir) evaluated on this run's
+    splits and recorded as a result row named teacher_<i> (once per teacher file and split
+    sizes), with a warning when it scores far below what it is known to score.
+
+    Known: the test accuracy its own tfkd workdir recorded for it, when it comes from one.
+    Far below: more than max(2 points, three standard errors of that accuracy). Otherwise,
+    a teacher at chance on the validation split is warned about. Either way the likeliest
+    cause is inputs prepared otherwise than the teacher was trained on.
+    """
+    rows = []
+    for i, (model, path) in enumerate(zip(members, paths)):
+        name, sha = f"teacher_{i}", store.file_sha(path)
+        sizes = split_sizes(splits)
+        try:
+            record = workdir.read_metrics(name)
+            if record.get("sha") == sha and all(record["row"].get(k) == v
+                                                for k, v in sizes.items()):
+                rows.append(record["row"])
+                continue
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass
+        row = {"name": name, "kind": TEACHER_KIND, "seed": None, "generation": None,
+               "teacher": None, **evaluate_model(model, splits)}
+        problem = teacher_problem(splits, row, store.recorded_row(path))
+        if problem:
+            logging.warning("tfkd: warning: teacher %s (%s) %s", name, path, problem)
+        workdir.write_metrics(name, {"row": row, "role": TEACHER_KIND, "file": path,
+                                     "sha": sha})
+        logging.info("%-32s val %.2f%%  test %.2f%%  (%s)", name, 100 * row["val_accuracy"],
+                     100 * row["test_accuracy"], path)
+        rows.append(row)
+    return rows
+
+
+def teacher_problem(splits, row, recorded):
+    """Why a teacher scoring `row` here looks wrong, or None (see `record_teachers`)."""
+    advice = ("its inputs may be prepared otherwise than it was trained on (tfkd "
+              "standardises images with the training split's statistics)")
+    if recorded and recorded.get("test_accuracy") is not None:
+        known, n = float(recorded["test_accuracy"]), recorded.get("test_examples") or len(
+            splits.y_test)
+        margin = max(0.02, 3 * math.sqrt(max(known * (1 - known), 1e-12) / n))
+        if row["test_accuracy"] < known - margin:
+            return (f"scores {100 * row['test_accuracy']:.2f}% on this run's test split, "
+                    f"against {100 * known:.2f}% recorded when it was trained (more than "
+                    f"{100 * margin:.1f} points below): {advice}")
+        return None
+    verdict, why = chance_verdict(splits, row["val_accuracy"])
+    if verdict == "chance":
+        return f"scores at chance here: {why}; {advice}"
+    return None
 
 
 def ensemble_row(config, workdir, splits, members, *, name, kind):

@@ -156,6 +156,22 @@ def held_members(directory):
     return []
 
 
+def recorded_row(path):
+    """The result row that the tfkd workdir holding model `path` (<dir>/models/NAME.keras)
+    recorded for it, or None (a plain .keras file, or an unreadable record)."""
+    models = os.path.dirname(os.path.abspath(path))
+    name = os.path.basename(path)[:-len(".keras")]
+    record = os.path.join(os.path.dirname(models), "metrics", f"{name}.json")
+    if os.path.basename(models) != "models" or not os.path.isfile(record):
+        return None
+    try:
+        with open(record, encoding="utf-8") as f:
+            row = json.load(f)["row"]
+        return row if isinstance(row, dict) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def count_members(directory):
     """How many members `directory` holds, counted as `load_members` would take them."""
     paths = held_members(directory)
@@ -172,6 +188,8 @@ def load_members(config, directory, *, how_to_train):
     A ConfigError says what is missing and `how_to_train` them; an unreadable file is named.
     """
     import keras  # deferred: listing members needs no TensorFlow
+
+    from tfkd.ensemble import without_softmax
 
     if not os.path.isdir(directory):
         raise ConfigError(f"no teachers: {directory} is not a directory; train members there "
@@ -203,6 +221,13 @@ def load_members(config, directory, *, how_to_train):
             # Plain files from a user's own code may share one name ("sequential"); the
             # Distiller needs its teachers and student told apart.
             model.name = f"member_{i}"
+        try:
+            model, softmax = without_softmax(model)
+        except ValueError as e:
+            raise ConfigError(f"teacher file {path}: {e}") from None
+        if softmax:
+            logging.info("teacher %s ends in a softmax (layer %r): its logits, the softmax's "
+                         "input, teach", path, softmax)
         models.append(model)
     return models, expected
 
