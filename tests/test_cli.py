@@ -283,3 +283,21 @@ def test_softmax_teachers_in_a_folder_teach_through_their_logits(tmp_path):
         saved = keras.saving.load_model(folder / f"t{i}.keras")
         accuracy = np.mean(saved.predict(digits.x_test, verbose=0).argmax(-1) == digits.y_test)
         assert float(rows[f"teacher_{i}"]["test_accuracy"]) == pytest.approx(accuracy)
+
+
+def test_a_student_of_another_architecture_lives_beside_the_members(tmp_path):
+    workdir = tmp_path / "run"
+    common = ["--num_models=2", "--epochs=1", "--allow_chance", f"--workdir={workdir}"]
+    ok(tfkd("--mode=train", "--model=mlp", *common))
+    ok(tfkd("--mode=distill", "--model=cnn", *common))
+    ok(tfkd("--mode=distill", *common))  # the workdir's own architecture: mlp
+    again = ok(tfkd("--mode=train", *common))  # still defaults to the members' mlp
+    assert "Traceback" not in again.stderr
+    names = result_names(workdir)
+    assert {"distilled", "distilled_cnn", "member_0", "member_1"} <= set(names)
+    settings = {name: json.load(open(workdir / "metrics" / f"{name}.json"))["settings"]["model"]
+                for name in ("distilled", "distilled_cnn")}
+    assert settings == {"distilled": "mlp", "distilled_cnn": "cnn"}
+    # Each re-run finds its own student finished.
+    cnn = ok(tfkd("--mode=distill", "--model=cnn", *common))
+    assert "distilled_cnn" in cnn.stderr and "reused" in cnn.stderr.lower()

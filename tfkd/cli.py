@@ -146,10 +146,16 @@ def remembered(values, given):
 def write_record(workdir, config):
     """After a run succeeded: the settings a later run on this workdir defaults to, the
     configuration as it ran (--smoke applied), argv and the library versions."""
+    from tfkd.modes import store
     from tfkd.workdir import write_json
 
+    settings = {name: getattr(config, name) for name in REMEMBERED}
+    # The workdir's model is its members' architecture: a student of another one (distilled
+    # as distilled_<model>) must not make later runs default to it.
+    if "model" in settings:
+        settings["model"] = store.members_architecture(workdir.root) or config.model
     write_json(workdir.path(RECORD), {
-        "settings": {name: getattr(config, name) for name in REMEMBERED},
+        "settings": settings,
         "config": config.shrunk().to_dict(), "argv": sys.argv, "versions": _versions()})
 
 

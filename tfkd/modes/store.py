@@ -172,6 +172,29 @@ def recorded_row(path):
         return None
 
 
+def members_architecture(directory):
+    """The --model the tfkd workdir `directory`'s members were trained with, as member_0's
+    record says, or None (no such record: plain .keras files, or no members yet)."""
+    row_path = os.path.join(directory, "models", "member_0.keras")
+    record = os.path.join(directory, "metrics", "member_0.json")
+    if not os.path.isfile(row_path) or not os.path.isfile(record):
+        return None
+    try:
+        with open(record, encoding="utf-8") as f:
+            model = json.load(f)["settings"]["model"]
+        return model if isinstance(model, str) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def student_suffix(config, teacher_directory):
+    """"" for a student of its teachers' architecture, else "_<model>": students of other
+    architectures live beside it in one workdir, each under names of its own
+    (distilled_cnn beside distilled)."""
+    architecture = members_architecture(teacher_directory)
+    return "" if architecture in (None, config.model) else f"_{config.model}"
+
+
 def count_members(directory):
     """How many members `directory` holds, counted as `load_members` would take them."""
     paths = held_members(directory)
