@@ -53,3 +53,30 @@ def test_self_distillation_chain_plot_has_whole_step_ticks(steps):
     overlapping_tick_labels(figure)  # draws it
     labels = [text.replace("\u2212", "-") for text, _ in tick_labels(figure.axes[0], "x")]
     assert [float(t) for t in labels] == list(range(steps + 1))
+
+
+def _tool(name):
+    path = os.path.join(ROOT, "tools", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name,attribute", [
+    ("fashion_mnist_repro", "plot"), ("invariance_transfer", "plot"),
+    ("krr_self_distill", "out"), ("multiview_repro", "out")])
+def test_reproduction_tools_write_their_figures_outside_docs_by_default(name, attribute):
+    """A documented command run at smaller settings must not overwrite a committed figure:
+    the tools write into their run's folder unless told --plot/--out=docs/..."""
+    args = _tool(name).parse_args([])
+    path = os.path.normpath(getattr(args, attribute))
+    assert not path.startswith("docs" + os.sep) and os.sep + "docs" + os.sep not in path
+    assert path.startswith("runs" + os.sep), path
+
+
+def test_the_chain_tool_writes_its_figure_under_its_root_by_default():
+    from absl import flags
+
+    _chain_tool()
+    assert flags.FLAGS["plot"].default is None and flags.FLAGS["root"].default.startswith("runs")

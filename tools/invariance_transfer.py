@@ -91,8 +91,9 @@ def parse_args(argv=None):
     parser.add_argument("--workdir", default="runs/invariance",
                         help="Root of the tfkd workdirs (reused when run again), the logs and "
                              "invariance_transfer.md.")
-    parser.add_argument("--plot", default="docs/invariance_transfer.png",
-                        help="Where the bar chart goes.")
+    parser.add_argument("--plot", default=None,
+                        help="Where the bar chart goes (default <workdir>/invariance_transfer.png"
+                             "; the committed one is docs/invariance_transfer.png).")
     parser.add_argument("--epochs", type=_positive, default=None,
                         help="tfkd --epochs of every model (default: tfkd's).")
     parser.add_argument("--num_models", type=_positive, default=None,
@@ -109,6 +110,9 @@ def parse_args(argv=None):
             parser.error(f"{flag!r}: give the tfkd flags themselves, not a flagfile")
     if not args.workdir.strip():
         parser.error("--workdir must not be empty")
+    if args.plot is None:
+        # Into the workdir, never docs/: a smaller run must not overwrite a committed figure.
+        args.plot = os.path.join(args.workdir, "invariance_transfer.png")
     if not args.plot.lower().endswith((".png", ".pdf", ".svg")):
         parser.error(f"--plot must end in .png, .pdf or .svg, got {args.plot!r}")
     return args

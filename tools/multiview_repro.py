@@ -132,8 +132,9 @@ def parse_args(argv=None):
     parser.add_argument("--temperature", type=float, default=4.0,
                         help="Distillation temperature of KD and self-distillation.")
     parser.add_argument("--out", default=None,
-                        help="Path of the bar plot (default docs/multiview_repro.png, or "
-                             "docs/multiview_repro_<datasets>.png for embedded datasets).")
+                        help="Path of the bar plot (default runs/multiview_repro/multiview_repro.png, "
+                             "or ..._<datasets>.png for embedded datasets; the committed "
+                             "figures are docs/multiview_repro*.png).")
     generator = parser.add_argument_group(
         "generator", "MultiViewConfig parameters (multiview only); defaults are the config's.")
     for name, default, text in _generator_fields():
@@ -148,8 +149,9 @@ def parse_args(argv=None):
     if args.joint_k is None:
         args.joint_k = args.members
     if args.out is None:
-        args.out = ("docs/multiview_repro.png" if multiview else
-                    f"docs/multiview_repro_{'_'.join(args.dataset)}.png")
+        # Into runs/, never docs/: a smaller run must not overwrite a committed figure.
+        args.out = ("runs/multiview_repro/multiview_repro.png" if multiview else
+                    f"runs/multiview_repro/multiview_repro_{'_'.join(args.dataset)}.png")
     for name in ("members", "joint_k", "kd_students", "epochs", "batch_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")

@@ -31,7 +31,8 @@ flags.DEFINE_integer("steps", 5, "Self-distillation steps per chain.")
 flags.DEFINE_list("settings", ["0", "0.6", "optimal"],
                   "Ground-truth weight of every step: a number, or 'optimal'.")
 flags.DEFINE_string("root", "runs/self_distill_chain", "Where the workdirs go.")
-flags.DEFINE_string("plot", "docs/self_distill_chain.png", "Where the plot goes.")
+flags.DEFINE_string("plot", None, "Where the plot goes (default <root>/self_distill_chain.png; "
+                    "the committed one is docs/self_distill_chain.png).")
 FLAGS = flags.FLAGS
 
 
@@ -89,8 +90,9 @@ def main(argv):
                     for g in range(FLAGS.steps)))
     from tfkd.workdir import save_figure
 
-    save_figure(plot(results, FLAGS.datasets, FLAGS.settings, FLAGS.steps), FLAGS.plot, dpi=120)
-    print(f"\nplot: {FLAGS.plot}")
+    path = FLAGS.plot or os.path.join(FLAGS.root, "self_distill_chain.png")
+    save_figure(plot(results, FLAGS.datasets, FLAGS.settings, FLAGS.steps), path, dpi=120)
+    print(f"\nplot: {path}")
 
 
 def plot(results, datasets, settings, steps):
