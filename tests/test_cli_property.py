@@ -5,7 +5,8 @@ was.
 Invocations are generated (a seeded generator) against a finished workdir: one to four settings of
 the schema, every flag eligible, each given a value of every kind (empty, huge, negative,
 NaN, infinite, of the wrong type, unknown names, paths and flagfiles that are wrong in
-every way, a malformed TF_CONFIG), on top of a small valid command. Conflicting pairs
+every way -- missing, directories, a FIFO, /dev/zero, binary, Latin-1, UTF-16, with a
+byte-order mark, oversized, included in a cycle or 1,500 deep --, a malformed TF_CONFIG), on top of a small valid command. Conflicting pairs
 arise from the combinations.
 
 The runs are in this process (tfkd.cli.main, flags reset before each), and "runs" means
@@ -142,6 +143,19 @@ def world(tmp_path_factory):
         flagfiles[name] = path
     (root / "self.flags").write_text(f"--flagfile={root / 'self.flags'}\n")
     flagfiles["recursive"] = root / "self.flags"
+    # Files that are not what a flagfile is, and text as other editors save it.
+    os.mkfifo(root / "fifo.flags")
+    flagfiles.update(fifo=root / "fifo.flags", device="/dev/zero", null="/dev/null")
+    more = {"bom": "\ufeff--alpha=0.5\r\n".encode(), "utf16": "--alpha=0.5\n".encode("utf-16"),
+            "oversized": b"#" * (2 << 20), "nested_bad": f"--flagfile={root}\n".encode(),
+            "nested_recipe": b"--recipe=digits_cnn\n--epochs=2\n"}
+    for name, data in more.items():
+        (root / f"{name}.flags").write_bytes(data)
+        flagfiles[name] = root / f"{name}.flags"
+    for i in range(1500):  # deeper than Python's recursion limit
+        (root / f"deep{i}.flags").write_text(f"--flagfile={root / f'deep{i + 1}.flags'}\n")
+    (root / "deep1500.flags").write_text("--alpha=0.5\n")
+    flagfiles["deep"] = root / "deep0.flags"
     dirs = [str(run), str(root / "a_file"), "/proc/tfkd_workdir", "/nonexistent/dir",
             str(root / "new_workdir"), "~", ".", str(root / "pristine" / "models")]
     (root / "cwd").mkdir()

@@ -25,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
-from tfkd import runtime  # noqa: E402
+from tfkd import flagfiles, runtime  # noqa: E402
 from tfkd.config import (  # noqa: E402
     FIELDS, GROUPS, REMEMBERED, Config, ConfigError, TrainingError, choices_of)
 
@@ -175,19 +175,14 @@ def recipes():
     return dict(sorted(found.items()))
 
 
-def expand_recipe(argv):
-    """argv with each --recipe=NAME replaced by --flagfile=<its file>, in place, so that
-    flags after it override it."""
-    out = []
-    for arg in argv:
-        if arg.startswith("--recipe="):
-            name = arg.split("=", 1)[1]
-            known = recipes()
-            if name not in known:
-                _fail(f"unknown recipe {name!r}; choose one of: {', '.join(known) or '(none found)'}")
-            arg = f"--flagfile={known[name]}"
-        out.append(arg)
-    return out
+def expand_flagfiles(argv):
+    """argv with each --flagfile=FILE and --recipe=NAME replaced by the flags its file holds,
+    in place (flags after it override it), every file checked as it is read (see
+    tfkd.flagfiles: absl's own reader hangs on a FIFO and recurses without a limit)."""
+    try:
+        return [argv[0], *flagfiles.expand(argv[1:], recipes())]
+    except flagfiles.FlagfileError as e:
+        _fail(str(e))
 
 
 def help_text(width=100):
@@ -233,14 +228,11 @@ def _fail(message):
 
 def parse_flags(argv):
     """absl's parser, with bad flags reported in one line and exit code 2."""
+    argv = expand_flagfiles(argv)
     try:
-        return FLAGS(expand_recipe(argv))
+        return FLAGS(argv)
     except flags.Error as e:
         _fail(str(e))
-    except UnicodeDecodeError as e:
-        files = [a.split("=", 1)[1] for a in argv if a.startswith("--flagfile=")]
-        _fail(f"a flagfile is not UTF-8 text ({', '.join(files) or 'a nested --flagfile'}: "
-              f"byte {e.start}); flagfiles are text files of --flag=value lines")
 
 
 def main(argv):
