@@ -251,13 +251,15 @@ def main(argv):
         _run(used)
         runtime.check_stop()  # a stop whose raise was lost never ends in success
     except (KeyboardInterrupt, runtime.Interrupted) as e:
-        signum = signal.SIGTERM if isinstance(e, runtime.Interrupted) else signal.SIGINT
-        sys.stderr.write(f"tfkd: interrupted by {signal.Signals(signum).name}; "
-                         f"{_where_it_stopped(used.get('workdir'))}\n")
-        sys.exit(128 + signum)
+        _interrupted(e, used.get("workdir"))
     except Exception as e:  # noqa: BLE001 -- only a full disk is turned into a line here
         from tfkd.workdir import DiskFull, is_disk_full
 
+        if runtime.stop_requested is not None:
+            # An error after a stop is the stop's doing: its raise inside an import (of
+            # TensorFlow, seconds long) leaves modules half made, and the next use of one
+            # fails. Nothing of the run's is lost: files are written atomically.
+            _interrupted(None, used.get("workdir"))
         if not is_disk_full(e):
             raise
         if not isinstance(e, DiskFull):
@@ -279,6 +281,16 @@ def main(argv):
                 used["workdir"].remove_if_empty(used["new"])
 
 
+def _interrupted(stop, workdir):
+    """Ends the process for a stop (a KeyboardInterrupt or runtime.Interrupted, or None:
+    the signal runtime recorded) with one line and 128 + the signal's number."""
+    signum = (signal.SIGTERM if isinstance(stop, runtime.Interrupted) else
+              signal.SIGINT if isinstance(stop, KeyboardInterrupt) else runtime.stop_requested)
+    sys.stderr.write(f"tfkd: interrupted by {signal.Signals(signum).name}; "
+                     f"{_where_it_stopped(workdir)}\n")
+    sys.exit(128 + signum)
+
+
 def _free_space(path):
     while path and not os.path.exists(path):
         path = os.path.dirname(path)
@@ -289,11 +301,12 @@ def _free_space(path):
 
 
 def _where_it_stopped(workdir):
-    from tfkd import resume
-
     if workdir is None:
         return "nothing was written"
-    state = resume.running
+    # Not imported here: a stop inside TensorFlow's import leaves it half made, and a run
+    # that never imported tfkd.resume has no model in training.
+    resume = sys.modules.get("tfkd.resume")
+    state = resume.running if resume is not None else None
     model = (f", and {state.distiller.student.name} resumes after epoch "
              f"{state.completed_epochs} of {state.total_epochs}" if state is not None else "")
     return (f"finished models are kept in {workdir.root}{model}; run the same command again "
@@ -394,11 +407,27 @@ def _versions():
 
 def run():
     """Console-script entry point."""
-    if any(arg in HELP_FLAGS for arg in sys.argv[1:]):
-        sys.stdout.write(help_text())
-        sys.exit(0)
-    define_flags()
-    app.run(main, flags_parser=parse_flags)
+    # First, before absl starts and TensorFlow imports: a stop in a run's first seconds
+    # ends in one line too (`main` handles the signals the same way once it runs).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, runtime.request_stop)
+    try:
+        if any(arg in HELP_FLAGS for arg in sys.argv[1:]):
+            sys.stdout.write(help_text())
+            sys.exit(0)
+        define_flags()
+        app.run(main, flags_parser=parse_flags)
+    except (KeyboardInterrupt, runtime.Interrupted) as e:
+        _interrupted(e, None)
+    except SystemExit as e:
+        if runtime.stop_requested is None or e.code != 128 + runtime.stop_requested:
+            raise
+        # Python ends a process that ever let a KeyboardInterrupt out of code it ran for a
+        # C extension (pybind11 runs some while TensorFlow imports) by SIGINT, whatever
+        # the exit code: -2, not 130. The stop's line is written and main has cleaned up.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(e.code)
 
 
 if __name__ == "__main__":

@@ -152,7 +152,7 @@ class Config:
         remember=True)
     seed: int = setting(
         0, "run", "First seed; every model's seed derives from it (member i: seed+i, the "
-        "distilled student: seed+N).", rule=whole(0, MAX_SEED - 100_000), remember=True)
+        "distilled student: seed+N; a --mode=tune search: seed+1).", rule=whole(0, MAX_SEED - 100_000), remember=True)
     overwrite: bool = setting(
         False, "run", "Retrain models in --workdir that were trained with other settings "
         "(without it, such a workdir is refused).", remember=False)
