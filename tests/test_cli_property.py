@@ -5,7 +5,8 @@ was.
 Invocations are generated (a seeded generator) against a finished workdir: one to four settings of
 the schema, every flag eligible, each given a value of every kind (empty, huge, negative,
 NaN, infinite, of the wrong type, unknown names, paths and flagfiles that are wrong in
-every way, a malformed TF_CONFIG), on top of a small valid command. Conflicting pairs
+every way -- missing, directories, a FIFO, /dev/zero, binary, Latin-1, UTF-16, with a
+byte-order mark, oversized, included in a cycle or 1,500 deep --, a malformed TF_CONFIG), on top of a small valid command. Conflicting pairs
 arise from the combinations.
 
 The runs are in this process (tfkd.cli.main, flags reset before each), and "runs" means
@@ -142,6 +143,19 @@ def world(tmp_path_factory):
         flagfiles[name] = path
     (root / "self.flags").write_text(f"--flagfile={root / 'self.flags'}\n")
     flagfiles["recursive"] = root / "self.flags"
+    # Files that are not what a flagfile is, and text as other editors save it.
+    os.mkfifo(root / "fifo.flags")
+    flagfiles.update(fifo=root / "fifo.flags", device="/dev/zero", null="/dev/null")
+    more = {"bom": "\ufeff--alpha=0.5\r\n".encode(), "utf16": "--alpha=0.5\n".encode("utf-16"),
+            "oversized": b"#" * (2 << 20), "nested_bad": f"--flagfile={root}\n".encode(),
+            "nested_recipe": b"--recipe=digits_cnn\n--epochs=2\n"}
+    for name, data in more.items():
+        (root / f"{name}.flags").write_bytes(data)
+        flagfiles[name] = root / f"{name}.flags"
+    for i in range(1500):  # deeper than Python's recursion limit
+        (root / f"deep{i}.flags").write_text(f"--flagfile={root / f'deep{i + 1}.flags'}\n")
+    (root / "deep1500.flags").write_text("--alpha=0.5\n")
+    flagfiles["deep"] = root / "deep0.flags"
     dirs = [str(run), str(root / "a_file"), "/proc/tfkd_workdir", "/nonexistent/dir",
             str(root / "new_workdir"), "~", ".", str(root / "pristine" / "models")]
     (root / "cwd").mkdir()
@@ -218,3 +232,39 @@ def test_a_thousand_new_generated_invocations(world, capsys, monkeypatch):
     print(f"TFKD_PROPERTY_SEED={seed}")
     _property(world, capsys, monkeypatch, seed=seed,
               examples=int(os.environ.get("TFKD_PROPERTY_EXAMPLES", 1000)))
+
+
+def test_smoke_refuses_every_data_size_the_real_run_refuses(tmp_path):
+    """--smoke cuts the data after the checks, so it refuses what the real run refuses, in
+    the same words: generated sizes around each dataset's own, for every setting that
+    depends on the data's size."""
+    from helpers.command import tfkd
+
+    from tfkd.data import load_dataset
+
+    rng = random.Random(0)
+    refused = 0
+    for dataset in ("digits", "mnist1d", "multiview"):
+        splits = load_dataset(dataset)
+        pool, train = len(splits.x_train) + len(splits.x_val), len(splits.x_train)
+        values = {"val_size": [pool - 1, pool, pool + 1, rng.randint(pool, 10 * pool), 100000,
+                               0.9999, 1e-9, round(rng.uniform(0.9, 0.99999), 5)],
+                  "train_size": [train + 1, rng.randint(train, 10 * train), 2**31]}
+        for name, sizes in values.items():
+            for size in sizes:
+                args = [f"--{name}={size}", f"--dataset={dataset}", "--model=mlp",
+                        "--num_models=1", "--mode=train", "--epochs=1"]
+                if name == "val_size":  # a run with few training examples trains, briefly
+                    args.append("--allow_chance")
+                real = tfkd(*args, f"--workdir={tmp_path / 'real'}")
+                smoke = tfkd(*args, "--smoke", f"--workdir={tmp_path / 'smoke'}")
+                assert (real.returncode == 2) == (smoke.returncode == 2), (
+                    args, real.stderr[-1500:], smoke.stderr[-1500:])
+                if real.returncode == 2:
+                    refused += 1
+                    lines = [[line for line in r.stderr.splitlines()
+                              if line.startswith("tfkd: error:")] for r in (real, smoke)]
+                    assert lines[0] == lines[1] and len(lines[0]) == 1, (args, lines)
+                for run in ("real", "smoke"):
+                    shutil.rmtree(tmp_path / run, ignore_errors=True)
+    assert refused >= 15, refused

@@ -292,8 +292,8 @@ def bad_invocations(root):
          "wrn16_1 takes inputs of rank 3"),
         (["--smoke", "--model=resnet18", "--dataset=multiview", "--num_models=1", run],
          "resnet18 takes inputs of rank 3"),
-        # Sizes the data cannot hold (not --smoke, which keeps a recipe's count from
-        # exceeding its few examples), a missing analysis layer, an infinite temperature.
+        # Sizes the data cannot hold (with or without --smoke: see test_cli_property.py),
+        # a missing analysis layer, an infinite temperature.
         (["--nosmoke", "--val_size=100000", "--model=mlp", "--num_models=1", run],
          "val_size=100000 holds out 100000 of"),
         (["--nosmoke", "--val_size=0.9999", "--model=mlp", "--num_models=1", run],

@@ -68,14 +68,15 @@ def test_help_is_tfkds_own_flags_by_group():
     assert "absl" not in result.stdout.split("Recipes")[0]  # absl's flags are not in the way
 
 
-def test_recipes_are_found_and_expand_to_their_flagfile():
+def test_recipes_are_found_and_expand_to_their_flags():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     shipped = sorted(f[:-len(".flags")] for f in os.listdir(os.path.join(root, "flags")))
     assert sorted(cli.recipes()) == shipped
-    argv = cli.expand_recipe(["tfkd", "--recipe=digits_cnn", "--epochs=2"])
-    assert argv[1] == f"--flagfile={cli.recipes()['digits_cnn']}" and argv[2] == "--epochs=2"
+    argv = cli.expand_flagfiles(["tfkd", "--recipe=digits_cnn", "--epochs=2"])
+    assert argv[0] == "tfkd" and "--model=cnn" in argv and argv[-1] == "--epochs=2"
+    assert argv == cli.expand_flagfiles(["tfkd", "--recipe", "digits_cnn", "--epochs=2"])
     with pytest.raises(SystemExit) as exit_:
-        cli.expand_recipe(["tfkd", "--recipe=imagenet_vit"])
+        cli.expand_flagfiles(["tfkd", "--recipe=imagenet_vit"])
     assert exit_.value.code == 2
 
 

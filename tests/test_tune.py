@@ -3,6 +3,10 @@
 import csv
 import json
 import os
+import random
+import shutil
+
+import pytest
 
 from helpers.command import ok, tfkd
 
@@ -72,3 +76,33 @@ def test_hint_weight_search_writes_a_flagfile_distill_accepts(tmp_path):
     record = json.load(open(distilled / "metrics" / "distilled.json"))
     assert abs(record["settings"]["hint_weight"] - float(trials[0]["hint_weight"])) < 1e-9
     assert abs(record["row"]["val_accuracy"] - float(trials[0]["val_accuracy"])) < 1e-6
+
+
+def trials_of(workdir):
+    with open(workdir / "tune" / "trials.csv") as f:
+        return sorted(csv.DictReader(f), key=lambda t: t["trial"])
+
+
+def test_the_same_settings_search_the_same_trials(tmp_path):
+    """keras-tuner reads seed 0 as "no seed" (`seed or random.randint(...)`): with tfkd's
+    default --seed=0, a search on members trained earlier sampled other trials each time."""
+    ok(tfkd("--mode=train", "--smoke", "--model=mlp", f"--workdir={tmp_path / 'members'}"))
+    for seed in ("0", "7"):
+        searched = []
+        for copy in ("a", "b"):
+            workdir = tmp_path / f"{copy}{seed}"
+            shutil.copytree(tmp_path / "members", workdir)
+            random.seed(copy)  # whatever state Python's generator is in
+            ok(tfkd(*TUNE, f"--seed={seed}", f"--workdir={workdir}"))
+            searched.append([{k: v for k, v in t.items() if k != "val_accuracy"}
+                             for t in trials_of(workdir)])
+        assert searched[0] == searched[1], seed
+
+
+@pytest.mark.slow
+def test_two_deterministic_searches_give_identical_trials(tmp_path):
+    """With --deterministic, the default settings give the same trials, scores included."""
+    runs = [trials_of(workdir) for workdir in (tmp_path / "a", tmp_path / "b")
+            if ok(tfkd(*TUNE, "--max_trials=2", "--deterministic", f"--workdir={workdir}",
+                       process=True))]
+    assert runs[0] == runs[1] and len(runs[0]) == 2

@@ -25,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
-from tfkd import runtime  # noqa: E402
+from tfkd import flagfiles, runtime  # noqa: E402
 from tfkd.config import (  # noqa: E402
     FIELDS, GROUPS, REMEMBERED, Config, ConfigError, TrainingError, choices_of)
 
@@ -181,19 +181,14 @@ def recipes():
     return dict(sorted(found.items()))
 
 
-def expand_recipe(argv):
-    """argv with each --recipe=NAME replaced by --flagfile=<its file>, in place, so that
-    flags after it override it."""
-    out = []
-    for arg in argv:
-        if arg.startswith("--recipe="):
-            name = arg.split("=", 1)[1]
-            known = recipes()
-            if name not in known:
-                _fail(f"unknown recipe {name!r}; choose one of: {', '.join(known) or '(none found)'}")
-            arg = f"--flagfile={known[name]}"
-        out.append(arg)
-    return out
+def expand_flagfiles(argv):
+    """argv with each --flagfile=FILE and --recipe=NAME replaced by the flags its file holds,
+    in place (flags after it override it), every file checked as it is read (see
+    tfkd.flagfiles: absl's own reader hangs on a FIFO and recurses without a limit)."""
+    try:
+        return [argv[0], *flagfiles.expand(argv[1:], recipes())]
+    except flagfiles.FlagfileError as e:
+        _fail(str(e))
 
 
 def help_text(width=100):
@@ -239,14 +234,11 @@ def _fail(message):
 
 def parse_flags(argv):
     """absl's parser, with bad flags reported in one line and exit code 2."""
+    argv = expand_flagfiles(argv)
     try:
-        return FLAGS(expand_recipe(argv))
+        return FLAGS(argv)
     except flags.Error as e:
         _fail(str(e))
-    except UnicodeDecodeError as e:
-        files = [a.split("=", 1)[1] for a in argv if a.startswith("--flagfile=")]
-        _fail(f"a flagfile is not UTF-8 text ({', '.join(files) or 'a nested --flagfile'}: "
-              f"byte {e.start}); flagfiles are text files of --flag=value lines")
 
 
 def main(argv):
@@ -265,13 +257,15 @@ def main(argv):
         _run(used)
         runtime.check_stop()  # a stop whose raise was lost never ends in success
     except (KeyboardInterrupt, runtime.Interrupted) as e:
-        signum = signal.SIGTERM if isinstance(e, runtime.Interrupted) else signal.SIGINT
-        sys.stderr.write(f"tfkd: interrupted by {signal.Signals(signum).name}; "
-                         f"{_where_it_stopped(used.get('workdir'))}\n")
-        sys.exit(128 + signum)
+        _interrupted(e, used.get("workdir"))
     except Exception as e:  # noqa: BLE001 -- only a full disk is turned into a line here
         from tfkd.workdir import DiskFull, is_disk_full
 
+        if runtime.stop_requested is not None:
+            # An error after a stop is the stop's doing: its raise inside an import (of
+            # TensorFlow, seconds long) leaves modules half made, and the next use of one
+            # fails. Nothing of the run's is lost: files are written atomically.
+            _interrupted(None, used.get("workdir"))
         if not is_disk_full(e):
             raise
         if not isinstance(e, DiskFull):
@@ -293,6 +287,16 @@ def main(argv):
                 used["workdir"].remove_if_empty(used["new"])
 
 
+def _interrupted(stop, workdir):
+    """Ends the process for a stop (a KeyboardInterrupt or runtime.Interrupted, or None:
+    the signal runtime recorded) with one line and 128 + the signal's number."""
+    signum = (signal.SIGTERM if isinstance(stop, runtime.Interrupted) else
+              signal.SIGINT if isinstance(stop, KeyboardInterrupt) else runtime.stop_requested)
+    sys.stderr.write(f"tfkd: interrupted by {signal.Signals(signum).name}; "
+                     f"{_where_it_stopped(workdir)}\n")
+    sys.exit(128 + signum)
+
+
 def _free_space(path):
     while path and not os.path.exists(path):
         path = os.path.dirname(path)
@@ -303,11 +307,12 @@ def _free_space(path):
 
 
 def _where_it_stopped(workdir):
-    from tfkd import resume
-
     if workdir is None:
         return "nothing was written"
-    state = resume.running
+    # Not imported here: a stop inside TensorFlow's import leaves it half made, and a run
+    # that never imported tfkd.resume has no model in training.
+    resume = sys.modules.get("tfkd.resume")
+    state = resume.running if resume is not None else None
     model = (f", and {state.distiller.student.name} resumes after epoch "
              f"{state.completed_epochs} of {state.total_epochs}" if state is not None else "")
     return (f"finished models are kept in {workdir.root}{model}; run the same command again "
@@ -409,11 +414,27 @@ def _versions():
 
 def run():
     """Console-script entry point."""
-    if any(arg in HELP_FLAGS for arg in sys.argv[1:]):
-        sys.stdout.write(help_text())
-        sys.exit(0)
-    define_flags()
-    app.run(main, flags_parser=parse_flags)
+    # First, before absl starts and TensorFlow imports: a stop in a run's first seconds
+    # ends in one line too (`main` handles the signals the same way once it runs).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, runtime.request_stop)
+    try:
+        if any(arg in HELP_FLAGS for arg in sys.argv[1:]):
+            sys.stdout.write(help_text())
+            sys.exit(0)
+        define_flags()
+        app.run(main, flags_parser=parse_flags)
+    except (KeyboardInterrupt, runtime.Interrupted) as e:
+        _interrupted(e, None)
+    except SystemExit as e:
+        if runtime.stop_requested is None or e.code != 128 + runtime.stop_requested:
+            raise
+        # Python ends a process that ever let a KeyboardInterrupt out of code it ran for a
+        # C extension (pybind11 runs some while TensorFlow imports) by SIGINT, whatever
+        # the exit code: -2, not 130. The stop's line is written and main has cleaned up.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(e.code)
 
 
 if __name__ == "__main__":

@@ -152,7 +152,8 @@ class Config:
         remember=True)
     seed: int = setting(
         0, "run", "First seed; every model's seed derives from it (member i: seed+i, the "
-        "distilled student: seed+N).", rule=whole(0, MAX_SEED - 100_000), remember=True)
+        "distilled student: seed+N; a --mode=tune search: seed+1).",
+        rule=whole(0, MAX_SEED - 100_000), remember=True)
     overwrite: bool = setting(
         False, "run", "Retrain models in --workdir that were trained with other settings "
         "(without it, such a workdir is refused).", remember=False)
@@ -423,12 +424,12 @@ class Config:
         alphas = self.self_distill_alpha
         if "," in alphas:  # a per-step list keeps its first steps
             alphas = ",".join(alphas.split(",")[:steps])
+        # The data's sizes (val_size, train_size) stay: they are checked against the whole
+        # data, which --smoke only cuts afterwards, so a smoke run refuses what the real
+        # run would.
         return dataclasses.replace(
             self, epochs=1, num_models=min(self.num_models, 2),
-            self_distill_steps=steps, self_distill_alpha=alphas, warmup_epochs=0,
-            # A recipe's validation count (5,000 of CIFAR's 50,000) may exceed a smoke
-            # dataset; the default fraction always fits.
-            val_size=self.val_size if self.val_size < 1 else 0.0)
+            self_distill_steps=steps, self_distill_alpha=alphas, warmup_epochs=0)
 
     def to_dict(self):
         return dataclasses.asdict(self)

@@ -71,10 +71,17 @@ class DistillHyperModel(kt.HyperModel):
                          shuffle=False, callbacks=callbacks, verbose=self.config.verbose)
 
 
+def tuner_seed(seed):
+    """keras-tuner's seed for tfkd's --seed: seed + 1. keras-tuner's Oracle takes a seed of
+    0 for no seed at all (`seed or random.randint(1, 10000)`), so tfkd's default --seed=0
+    passed as it is sampled other trials on every run."""
+    return seed + 1
+
+
 def make_tuner(config, hypermodel, directory, project_name, strategy=None):
     common_args = dict(
         hypermodel=hypermodel, objective=kt.Objective(OBJECTIVE, direction="max"),
-        seed=config.seed, directory=directory, project_name=project_name, overwrite=False,
+        seed=tuner_seed(config.seed), directory=directory, project_name=project_name, overwrite=False,
         distribution_strategy=strategy)
     if config.tuner == "hyperband":
         return kt.Hyperband(max_epochs=config.epochs, factor=3, hyperband_iterations=1,
