@@ -36,7 +36,7 @@ def test_check_dataset_name_accepts(name):
     ("", "unknown dataset ''"),
     ("keras:svhn", "no 'svhn'.*NAME one of: cifar10, cifar100, fashion_mnist, mnist"),
     ("keras:", "nothing after 'keras:'"),
-    ("folder:/no/such/dir", "folder:/no/such/dir: no such directory"),
+    ("folder:/no/such/dir", "folder:/no/such/dir does not exist"),
     ("npz:/no/such.npz", "npz:/no/such.npz does not exist.*x_train, y_train, x_test, y_test"),
     ("tfds:cifar1000", "no dataset 'cifar1000'"),
 ])
