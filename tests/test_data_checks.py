@@ -4,6 +4,7 @@ decompression bombs and archives declaring more memory than the machine has are 
 refused with one line naming the file, the array and the first bad position."""
 
 import os
+import re
 import struct
 import zipfile
 import zlib
@@ -371,3 +372,107 @@ def test_folder_roots_that_are_not_directories(tmp_path, kind, named):
     with pytest.raises(DatasetError, match=f"folder:{root} {named}") as error:
         load_dataset(f"folder:{root}")
     _one_line(error)
+
+
+# --- teachers' outputs, checked on the first batch ----------------------------------------
+
+
+def _teacher(seed, nan_at=None):
+    import keras
+
+    from test_user_code import sequential_teacher
+
+    model = sequential_teacher(seed)
+    if nan_at is not None:  # one weight of one layer, as a damaged file would have it
+        weights = model.get_weights()
+        layer = nan_at % len(weights)
+        weights[layer].flat[nan_at % weights[layer].size] = np.nan
+        model.set_weights(weights)
+    assert isinstance(model, keras.Model)
+    return model
+
+
+@pytest.mark.parametrize("bad", [0, 1, 2])
+def test_a_teacher_with_nan_weights_is_named_before_training(digits, bad):
+    import keras
+
+    import tfkd
+    from test_user_code import batches, functional_student
+
+    x, y = digits
+    teachers = [_teacher(i, nan_at=7 * i + 3 if i == bad else None) for i in range(3)]
+    distiller = tfkd.Distiller(student=functional_student(0), teachers=teachers, alpha=0.5)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+    with pytest.raises(tfkd.distiller.TeacherOutputError,
+                       match=rf"teacher {bad} \(.*\) output nan .*its weights hold non-finite"
+                       ) as error:
+        distiller.fit(batches(x[:128], y[:128]), epochs=1, verbose=0)
+    assert error.value.teacher == bad
+    # The same damage in precomputed logits.
+    cached = np.asarray(teachers[bad](x[:128]))
+    student = tfkd.Distiller(student=functional_student(0), alpha=0.5)
+    student.compile(optimizer="adam")
+    with pytest.raises(tfkd.distiller.TeacherOutputError,
+                       match="the precomputed teacher_logits output nan"):
+        student.fit(tfkd.with_teacher_logits(x[:128], cached), y[:128], verbose=0)
+
+
+@pytest.mark.parametrize("temperature", [1e20, 1e30, 1e38, 1e-40])
+@pytest.mark.parametrize("loss", ["kl", "probability_mse"])
+def test_a_temperature_that_overflows_the_soft_targets_is_named(digits, temperature, loss):
+    import keras
+
+    import tfkd
+    from test_user_code import batches, functional_student
+
+    x, y = digits
+    distiller = tfkd.Distiller(student=functional_student(0), teachers=[_teacher(1)],
+                               alpha=0.5, temperature=temperature, distillation_loss=loss)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.01))
+    logits = distiller.teachers(x[:8]).numpy()
+    value = float(distiller.distillation_loss(logits, distiller.student(x[:8])))
+    if np.isfinite(value):  # this loss stays finite at this temperature: it trains
+        distiller.fit(batches(x[:128], y[:128]), epochs=1, verbose=0)
+        return
+    with pytest.raises(tfkd.distiller.TeacherOutputError,
+                       match=re.escape(f"temperature={temperature:g} makes the "
+                                       "distillation loss")):
+        distiller.fit(batches(x[:128], y[:128]), epochs=1, verbose=0)
+
+
+def test_the_kl_temperatures_of_the_issue_are_refused():
+    """The loss values the test above branches on: KL is non-finite at 1e20 and 1e30."""
+    from tfkd import losses
+
+    rng = np.random.default_rng(0)
+    t, s = rng.normal(size=(2, 8, 10)).astype(np.float32)
+    for temperature in (1e20, 1e30):
+        assert not np.isfinite(float(losses.SoftTargetKL(temperature=temperature)(t, s)))
+    assert np.isfinite(float(losses.SoftTargetKL(temperature=4.0)(t, s)))
+
+
+@pytest.mark.parametrize("cache", ["--teacher_cache", "--noteacher_cache"])
+def test_a_damaged_teacher_file_is_named_by_the_command(tmp_path, cache):
+    import keras
+
+    teachers = tmp_path / "teachers"
+    from helpers.command import ok
+
+    ok(tfkd("--smoke", "--mode=train", "--model=mlp", "--num_models=2",
+            f"--workdir={teachers}"))
+    damaged = teachers / "models" / "member_1.keras"
+    model = keras.saving.load_model(damaged)
+    weights = model.get_weights()
+    # The output layer's bias: every path of the forward pass sees it. (A NaN in the first
+    # kernel's row of an always-zero pixel was multiplied away by the batched predict.)
+    weights[-1][3] = np.nan
+    model.set_weights(weights)
+    model.save(damaged)
+    result = tfkd("--smoke", "--mode=distill", "--model=mlp", "--num_models=2", cache,
+                  f"--teacher_dir={teachers}", f"--workdir={tmp_path / 'student'}")
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("tfkd: error:")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    assert f"teacher file {damaged}" in errors[0] and "non-finite" in errors[0], errors[0]
+    assert "learning rate" not in errors[0]
+    assert "Traceback" not in result.stderr
