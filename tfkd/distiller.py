@@ -690,6 +690,8 @@ class Distiller(keras.Model):
         student_logits = self.student(sample, training=False)
         if not np.isfinite(np.asarray(student_logits, dtype=np.float64)).all():
             return  # not the temperature's doing; divergence is reported when it happens
+        if tuple(student_logits.shape) != tuple(teacher_logits.shape):
+            return  # other widths: the step's _check_widths names both
         value = float(self.distillation_loss(teacher_logits, student_logits))
         if not math.isfinite(value):
             raise TeacherOutputError(
