@@ -189,8 +189,13 @@ def splits_from_arrays(
     val_size: Optional[float], num_classes: Optional[int] = None,
     image_size: Optional[int] = None, scale: Optional[float] = None,
 ) -> Splits:
-    """Carves validation out of (x_pool, y_pool) and standardises everything with the
-    training part's per-channel statistics.
+    """Checks the arrays, carves validation out of (x_pool, y_pool) and standardises
+    everything with the training part's per-channel statistics.
+
+    Checked here once for every source (DatasetError, one line naming `name`, the array and
+    the first bad position): inputs finite as float32 (`check_inputs`), labels within
+    0..int32 max (`class_labels`), at least two classes in y_train, matching lengths and
+    example shapes. Grey-scale images (n, h, w) get a channel axis.
 
     Args:
       name: the dataset's name, for `Splits.name` and messages.
