@@ -24,6 +24,7 @@ import math
 import numbers
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -243,6 +244,35 @@ class StudentCheckpoint(keras.callbacks.ModelCheckpoint):
             super()._save_model(epoch, batch, logs)
         finally:
             self.set_model(distiller)
+
+
+# Examples of the first batch the teachers' outputs are checked on.
+_PROBE_EXAMPLES = 8
+
+
+class TeacherOutputError(ValueError):
+    """The first-batch probe found teacher outputs that cannot teach (`_check_batch`).
+
+    `teacher` is the index of the member at fault among the Distiller's teachers, or None
+    (precomputed logits, or the temperature).
+    """
+
+    def __init__(self, message, teacher=None):
+        super().__init__(message)
+        self.teacher = teacher
+
+
+def _check_finite(outputs, who, cause, teacher=None):
+    """A TeacherOutputError naming the first non-finite value of `outputs` (rows x classes)."""
+    values = np.asarray(outputs, dtype=np.float64)
+    values = values.reshape(len(values), -1) if values.ndim else values.reshape(1, 1)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row, column = divmod(int(np.argmax(bad)), values.shape[1])
+        raise TeacherOutputError(
+            f"{who} output {values[row, column]} (example {row}, output {column}) on the first "
+            f"batch: {cause} hold non-finite values (a damaged or diverged model); retrain it "
+            "or give other teachers", teacher=teacher)
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
@@ -634,41 +664,73 @@ class Distiller(keras.Model):
         self.refold_teachers()
 
     def _check_batch(self, batch):
-        """Builds what is not built yet from a first batch; refuses probabilities read as logits."""
+        """Builds what is not built yet from a first batch; refuses teacher outputs that
+        cannot teach: probabilities read as logits (or the reverse), non-finite outputs (a
+        teacher with NaN weights), and a temperature at which the distillation loss of
+        finite outputs is not finite. Each is a TeacherOutputError naming the cause, where
+        training would otherwise diverge with a message blaming the learning rate."""
         x, _, _ = keras.utils.unpack_x_y_sample_weight(batch)
         inputs, teacher_logits = split_teacher_logits(x)
         if not self.built or (self.teachers is not None and not self.teachers.built):
             self.build(tf.nest.map_structure(lambda v: (None,) + tuple(v.shape[1:]), x))
         if self.alpha == 1.0:
             return
+        sample = tf.nest.map_structure(lambda v: v[:_PROBE_EXAMPLES], inputs)
         if teacher_logits is not None:
+            _check_finite(teacher_logits[:64], "the precomputed teacher_logits",
+                          "the teachers that computed them")
             kind = "probabilities" if self.teacher_outputs == "probabilities" else "logits"
             problem = ensemble_lib.kind_problem(teacher_logits[:64], kind)
             if problem and kind == "logits":
-                raise ValueError(
+                raise TeacherOutputError(
                     "the precomputed teacher_logits are probabilities (non-negative, each row "
                     "sums to 1), which would be read as logits; pass "
                     "teacher_outputs='probabilities' (or their log)")
             if problem:
-                raise ValueError(f"the precomputed teacher_logits: teacher_outputs {problem}; "
-                                 "pass teacher_outputs='logits'")
+                raise TeacherOutputError(f"the precomputed teacher_logits: teacher_outputs "
+                                         f"{problem}; pass teacher_outputs='logits'")
+            targets = teacher_logits[:_PROBE_EXAMPLES]
         elif self.teachers is not None and not self._teachers_probed:
             # Once per Distiller, on a few examples: a softmax the constructor could not see
-            # (a subclassed teacher, a Lambda), or logits declared as probabilities, shows in
-            # the values.
+            # (a subclassed teacher, a Lambda), logits declared as probabilities, or damaged
+            # weights show in the values.
             self._teachers_probed = True
-            sample = tf.nest.map_structure(lambda v: v[:8], inputs)
             kinds = self.teachers.output_kinds
+            outputs = []
             for i, (member, kind) in enumerate(zip(self.teachers.members, kinds)):
-                outputs = ensemble_lib.single_output(member(sample, training=False),
-                                                     f"teacher {i}")
-                problem = ensemble_lib.kind_problem(outputs, kind)
+                output = ensemble_lib.single_output(member(sample, training=False),
+                                                    f"teacher {i}")
+                _check_finite(output, f"teacher {i} ({member.name})", "its weights", teacher=i)
+                problem = ensemble_lib.kind_problem(output, kind)
                 if problem:
                     other = "logits" if kind == "probabilities" else "probabilities"
-                    raise ValueError(
+                    raise TeacherOutputError(
                         f"teacher {i} {problem}; declare it {other!r} in teacher_outputs "
                         "(one kind, or a list of one per teacher; member_outputs= for an "
-                        "Ensemble of yours)")
+                        "Ensemble of yours)", teacher=i)
+                outputs.append(output)
+            targets = ensemble_lib.average_logits(ensemble_lib.as_logits(outputs, kinds),
+                                                  self.teachers.average)
+        else:
+            return
+        self._check_temperature(sample, targets)
+
+    def _check_temperature(self, sample, teacher_logits):
+        """A TeacherOutputError if the distillation loss of these finite teacher outputs and
+        the student's finite outputs is not finite: the temperature is the cause (T^2 * KL
+        overflows float32 for T near 1e20, softmax(z / T) for T near 1e-40)."""
+        student_logits = self.student(sample, training=False)
+        if not np.isfinite(np.asarray(student_logits, dtype=np.float64)).all():
+            return  # not the temperature's doing; divergence is reported when it happens
+        if tuple(student_logits.shape) != tuple(teacher_logits.shape):
+            return  # other widths: the step's _check_widths names both
+        value = float(self.distillation_loss(teacher_logits, student_logits))
+        if not math.isfinite(value):
+            raise TeacherOutputError(
+                f"temperature={self.temperature:g} makes the distillation loss {value} on the "
+                "first batch, although the teachers' and the student's outputs are finite: the "
+                "soft targets overflow float32 at this temperature; choose a temperature "
+                "such as 1 to 20")
 
     def _update_metrics(self, x, terms, y, student_logits, teacher_logits, sample_weight):
         """The step's logs: compiled metrics and the trackers this step updated, no others."""

@@ -16,6 +16,9 @@ from tfkd.data.registry import DatasetError, Splits
 
 DEFAULT_VAL_FRACTION = 0.1  # 45,000 / 5,000 on CIFAR, as in the replication note
 _RESIZE_BATCH = 1024
+MAX_LABEL = int(np.iinfo(np.int32).max)  # labels are int32 from here on
+# Elements per finiteness check: 16 MB of float32 at a time, never a copy of a whole array.
+_FINITE_CHUNK = 2**22
 
 
 def held_out_count(size, n_pool, name, *, what="val_size", held="validation") -> int:
@@ -107,7 +110,9 @@ def resize_images(x, image_size):
 
 
 def class_labels(y, name, split):
-    """`y` as int32 class indices of shape (n,); DatasetError for anything else."""
+    """`y` as int32 class indices of shape (n,); DatasetError for anything else, naming the
+    first label out of range (checked on the raw labels: a cast first would read 2**40 + k
+    as k)."""
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:  # keras.datasets' CIFAR labels are (n, 1)
         y = y[:, 0]
@@ -115,8 +120,13 @@ def class_labels(y, name, split):
         raise DatasetError(f"{name}: y_{split} must hold integer class indices of shape (n,), "
                            f"got {y.dtype} of shape {y.shape}")
     if len(y) and y.min() < 0:
-        raise DatasetError(f"{name}: y_{split} has label {int(y.min())}; class indices "
-                           f"start at 0")
+        first = int(np.argmax(y < 0))
+        raise DatasetError(f"{name}: y_{split}[{first}] is label {int(y[first])}; class "
+                           f"indices start at 0")
+    if len(y) and int(y.max()) > MAX_LABEL:
+        first = int(np.argmax(y > MAX_LABEL))
+        raise DatasetError(f"{name}: y_{split}[{first}] is label {int(y[first])}, beyond the "
+                           f"largest class index tfkd takes ({MAX_LABEL}, int32)")
     return y.astype(np.int32)
 
 
@@ -125,10 +135,13 @@ def check_label_sets(name, y_train, **others):
     split may only use labels that y_train has."""
     present = np.unique(y_train)
     num_classes = int(present[-1]) + 1
-    missing = sorted(set(range(num_classes)) - set(present.tolist()))
-    if missing:
+    if len(present) < num_classes:
+        # The first few absent indices, without a set of all num_classes indices (a label of
+        # 10**9 would make it gigabytes).
+        missing = np.setdiff1d(np.arange(min(num_classes, len(present) + 5)), present)
+        extra = num_classes - len(present) - len(missing)
         raise DatasetError(f"{name}: training labels must be 0..{num_classes - 1} with every "
-                           f"class present; missing: {_few(missing)}")
+                           f"class present; missing: {_few(missing.tolist(), extra=extra)}")
     for split, y in others.items():
         extra = sorted(set(np.unique(y).tolist()) - set(present.tolist()))
         if extra:
@@ -137,9 +150,38 @@ def check_label_sets(name, y_train, **others):
     return num_classes
 
 
-def _few(values, limit=5):
+def _few(values, limit=5, extra=0):
     shown = ", ".join(map(str, values[:limit]))
-    return shown + (f" (and {len(values) - limit} more)" if len(values) > limit else "")
+    more = max(len(values) - limit, 0) + extra
+    return shown + (f" (and {more} more)" if more else "")
+
+
+def check_inputs(x, name, array):
+    """DatasetError unless `x` holds numbers that are finite as float32, naming the first
+    element that is not (NaN, an infinity, or a float64 beyond float32's range, which the
+    cast to float32 would make infinite).
+
+    Checked in chunks of rows, so a large array is never copied whole. Written by hand:
+    Keras and TF check no input values (a NaN in x_test just lowers the test accuracy).
+    """
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool) or np.issubdtype(
+            x.dtype, np.complexfloating):
+        raise DatasetError(f"{name}: {array} must hold real numbers, got {x.dtype}")
+    if not np.issubdtype(x.dtype, np.floating):
+        return  # every integer is finite as float32
+    step = max(1, _FINITE_CHUNK // max(1, int(np.prod(x.shape[1:], dtype=np.int64))))
+    for start in range(0, len(x), step):
+        chunk = x[start:start + step]
+        with np.errstate(over="ignore", invalid="ignore"):
+            bad = ~np.isfinite(chunk.astype(np.float32, copy=False))
+        if bad.any():
+            local = np.unravel_index(int(np.argmax(bad)), chunk.shape)
+            index = (start + int(local[0]),) + tuple(int(i) for i in local[1:])
+            value = chunk[local]
+            what = (f"{value!r}, beyond float32's range" if np.isfinite(value)
+                    else str(value))
+            raise DatasetError(f"{name}: {array}[{', '.join(map(str, index))}] is {what}; "
+                               "inputs must be finite numbers (within float32's +-3.4e38)")
 
 
 def splits_from_arrays(
@@ -147,8 +189,13 @@ def splits_from_arrays(
     val_size: Optional[float], num_classes: Optional[int] = None,
     image_size: Optional[int] = None, scale: Optional[float] = None,
 ) -> Splits:
-    """Carves validation out of (x_pool, y_pool) and standardises everything with the
-    training part's per-channel statistics.
+    """Checks the arrays, carves validation out of (x_pool, y_pool) and standardises
+    everything with the training part's per-channel statistics.
+
+    Checked here once for every source (DatasetError, one line naming `name`, the array and
+    the first bad position): inputs finite as float32 (`check_inputs`), labels within
+    0..int32 max (`class_labels`), at least two classes in y_train, matching lengths and
+    example shapes. Grey-scale images (n, h, w) get a channel axis.
 
     Args:
       name: the dataset's name, for `Splits.name` and messages.
@@ -164,16 +211,24 @@ def splits_from_arrays(
     y_test = class_labels(y_test, name, "test")
     x_pool, x_test = np.asarray(x_pool), np.asarray(x_test)
     for split, x, y in (("train", x_pool, y_pool), ("test", x_test, y_test)):
+        if x.ndim < 2:
+            raise DatasetError(f"{name}: x_{split} has shape {x.shape}; expected (n, ...) "
+                               f"with one row per example")
         if len(x) != len(y):
             raise DatasetError(f"{name}: x_{split} has {len(x)} examples but y_{split} "
                                f"has {len(y)}")
         if not len(x):
             raise DatasetError(f"{name}: the {split} split is empty")
-        if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
-            raise DatasetError(f"{name}: x_{split} must be numeric, got {x.dtype}")
+        check_inputs(x, name, f"x_{split}")
     if x_pool.shape[1:] != x_test.shape[1:]:
         raise DatasetError(f"{name}: x_train examples have shape {x_pool.shape[1:]} but "
                            f"x_test examples {x_test.shape[1:]}; they must match")
+    classes = np.unique(y_pool)
+    if len(classes) < 2:
+        raise DatasetError(f"{name}: y_train has one class only (label {int(classes[0])} in "
+                           f"all {len(y_pool)} examples); a classifier needs at least two")
+    if x_pool.ndim == 3:  # grey-scale images (n, h, w) get a channel axis, as TFDS has them
+        x_pool, x_test = x_pool[..., None], x_test[..., None]
     if scale is None:
         scale = 1 / 255.0 if x_pool.dtype == np.uint8 else 1.0
     if image_size:

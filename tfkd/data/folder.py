@@ -18,6 +18,7 @@ import os
 import numpy as np
 
 from tfkd.data.arrays import carve, held_out_count, splits_from_arrays
+from tfkd.data.files import path_problem
 from tfkd.data.registry import DatasetError, Splits, register_source
 
 # What image_dataset_from_directory reads (its ALLOWLIST_FORMATS); other files are skipped.
@@ -29,9 +30,10 @@ _READ_BATCH = 256
 
 
 def check_folder(path: str) -> None:
-    if not os.path.isdir(os.path.expanduser(path)):
-        raise DatasetError(f"folder:{path}: no such directory; expected a directory laid out "
-                           f"as {_LAYOUT}")
+    problem = path_problem(os.path.expanduser(path), "directory")
+    if problem:
+        raise DatasetError(f"folder:{path} {problem}; expected a directory laid out as "
+                           f"{_LAYOUT}")
 
 
 def _class_images(directory, name):
@@ -55,32 +57,76 @@ def _class_images(directory, name):
 
 
 def _sizes_and_modes(paths, name):
-    """{(width, height)}, {PIL mode} over `paths`, from the file headers only."""
+    """{(width, height)}, {PIL mode} over `paths`, from the file headers only; DatasetError
+    for a path that is not a regular file, an unreadable header, or a decompression bomb.
+
+    Pillow's DecompressionBombWarning (an image beyond Image.MAX_IMAGE_PIXELS) is refused
+    like its error (beyond twice that): TensorFlow would decode the whole image.
+    """
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     sizes, modes = {}, set()
     for path in paths:
+        problem = path_problem(path)  # a FIFO named x.png would block Image.open
+        if problem:
+            raise DatasetError(f"{name}: {path} {problem}; expected an image file")
         try:
-            with Image.open(path) as image:  # reads the header, not the pixels
-                sizes.setdefault(image.size, path)
-                modes.add(image.mode)
-        except (OSError, UnidentifiedImageError) as e:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as image:  # reads the header, not the pixels
+                    sizes.setdefault(image.size, path)
+                    modes.add(image.mode)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise DatasetError(f"{name}: {path} is refused as a possible decompression bomb "
+                               f"({_first_line(e).rstrip('.')}; Pillow's limit is PIL.Image."
+                               f"MAX_IMAGE_PIXELS)") from None
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
             raise DatasetError(f"{name}: {path} is not a readable image "
                                f"({type(e).__name__})") from None
     return sizes, modes
 
 
-def _read(directory, image_size, color_mode):
-    """All images under `directory` as (float32 in [0, 255], int32 labels)."""
+def _first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _undecodable(paths):
+    """(path, reason) of the first of `paths` TensorFlow cannot decode, or None."""
+    import tensorflow as tf
+
+    for path in paths:
+        try:
+            tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
+        except (tf.errors.OpError, ValueError) as e:
+            return path, _first_line(getattr(e, "message", e))
+    return None
+
+
+def _read(directory, image_size, color_mode, name, paths):
+    """All images under `directory` (the files `paths`) as (float32 in [0, 255], int32
+    labels); DatasetError naming the first file TensorFlow cannot decode."""
     import keras
+    import tensorflow as tf
 
     dataset = keras.utils.image_dataset_from_directory(
         directory, labels="inferred", label_mode="int", color_mode=color_mode,
         batch_size=_READ_BATCH, image_size=image_size, shuffle=False, verbose=False)
     images, labels = [], []
-    for x, y in dataset.as_numpy_iterator():
-        images.append(x)
-        labels.append(y)
+    try:
+        for x, y in dataset.as_numpy_iterator():
+            images.append(x)
+            labels.append(y)
+    except tf.errors.OpError as e:
+        # Pillow read the headers; the pixels (garbled data, a TIFF named .png) fail only
+        # here, in a batch that does not say which file. Decoding each one by one does.
+        found = _undecodable(paths)
+        path, reason = found if found else (directory, _first_line(e.message))
+        raise DatasetError(f"{name}: {path} cannot be decoded by TensorFlow ({reason}); "
+                           f"give PNG, JPEG, GIF or BMP images ({', '.join(IMAGE_EXTENSIONS)})"
+                           ) from None
     return np.concatenate(images), np.concatenate(labels)
 
 
@@ -117,7 +163,9 @@ def load_folder(path: str, *, split_seed: int = 0, val_size=None, data_dir=None,
         width, height = next(iter(sizes))
         size = (height, width)
     color_mode = "grayscale" if modes <= set(_GREY_MODES) else "rgb"
-    arrays = [_read(d, size, color_mode) for d in directories]
+    arrays = [_read(d, size, color_mode, name,
+                    [p for files in images.values() for p in files])
+              for d, images in zip(directories, per_directory)]
     if given:
         (x_pool, y_pool), (x_test, y_test) = arrays
     else:

@@ -157,8 +157,6 @@ def load_keras(name: str, *, split_seed: int = 0, val_size=None, data_dir=None,
         raise DatasetError(f"Keras dataset {name!r} could not be read from {cache} "
                            f"({type(e).__name__}: {reason}); delete its files there to "
                            f"download them again") from None
-    if x_pool.ndim == 3:
-        x_pool, x_test = x_pool[..., None], x_test[..., None]
     return splits_from_arrays(f"keras:{name}", x_pool, y_pool, x_test, y_test,
                               split_seed=split_seed, val_size=val_size,
                               num_classes=spec.num_classes, image_size=image_size)

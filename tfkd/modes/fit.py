@@ -6,13 +6,14 @@ import dataclasses
 import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from tfkd import cache, optim, resume, runtime
 from tfkd.config import ConfigError, TrainingError
 from tfkd.data import make_tf_dataset
-from tfkd.distiller import Distiller, check_teachers
+from tfkd.distiller import Distiller, TeacherOutputError, check_teachers
 from tfkd.models import build_model
 from tfkd.modes import results, store
 
@@ -101,6 +102,23 @@ def plan_teachers(config, workdir, splits, teachers, seed, view_cache=True):
                                                     train=views is None)
     return TeacherPlan(online=online, train_logits=train_logits, view_logits=views,
                        val_logits=val_logits, distilled=True)
+
+
+def teacher_cause(error, teachers, splits):
+    """The Distiller's first-batch refusal of its teachers' outputs, with the file of the
+    teacher at fault when one is known. Cached logits do not say which member made them
+    non-finite: then each member is run on a few training examples to find it."""
+    if teachers is None or not teachers.paths:
+        return str(error)
+    members = list(getattr(teachers.model, "members", [teachers.model]))
+    index = error.teacher
+    if index is None and "precomputed teacher_logits output" in str(error):
+        sample = splits.x_train[:8]
+        index = next((i for i, member in enumerate(members) if not np.isfinite(
+            np.asarray(member(sample, training=False), dtype=np.float64)).all()), None)
+    if index is not None and len(teachers.paths) == len(members):
+        return f"teacher file {teachers.paths[index]}: {error}"
+    return f"{error} (teacher files: {', '.join(teachers.paths)})"
 
 
 def steps_per_epoch(config, splits):
@@ -192,6 +210,10 @@ def fit_model(config, workdir, splits, *, name, kind, seed, teachers=None, gener
                           callbacks=callbacks)
         except resume.TrainingDiverged as e:
             raise TrainingError(str(e)) from None
+        except TeacherOutputError as e:
+            # Found on the first batch, before any step: the cause named, not a divergence.
+            raise ConfigError(f"cannot train {name}: {teacher_cause(e, teachers, splits)}"
+                              ) from None
     history = state.finish()
 
     row = {"name": name, "kind": kind, "seed": seed, "generation": generation,
