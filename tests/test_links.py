@@ -129,6 +129,9 @@ def test_the_lock_is_never_opened_through_a_link_or_a_second_name(tmp_path):
         plant(root / ".lock")
         with pytest.raises(workdir_lib.UnsafeWorkdir, match=f"{root / '.lock'}"):
             workdir_lib.Workdir(root).create()
+        # Opened without following links also when a link appears after the run's check.
+        with pytest.raises(workdir_lib.UnsafeWorkdir, match=f"{root / '.lock'}"):
+            workdir_lib.open_in_place(root / ".lock", os.O_RDWR | os.O_CREAT)
         assert victim.read_text() == "another user's file\n"
         assert not os.path.lexists(tmp_path / "absent")
         # Refused before its folders were made.

@@ -310,22 +310,22 @@ class Workdir:
     def create(self):
         """Makes the workdir's folders, takes its lock and removes what killed writes left.
 
-        Raises WorkdirBusy if another process holds the workdir, UnsafeWorkdir if the lock
-        or one of the workdir's entries is a symbolic link (found before anything but the
-        lock is written), OSError if this process cannot write one of its folders (found
-        now rather than after hours of training).
+        Raises WorkdirBusy if another process holds the workdir, UnsafeWorkdir if one of the
+        workdir's entries is a symbolic link or the lock a second name of a file (found
+        before anything is written), OSError if this process cannot write one of its
+        folders (found now rather than after hours of training).
         """
         for top in filter(None, (self.root, self.scratch)):
             if os.path.exists(top) and not os.path.isdir(top):
                 raise NotADirectoryError(f"workdir {top} exists and is not a directory")
         own = self.scratch or self.root
         os.makedirs(own, exist_ok=True)
+        # Before anything is written, the lock included (which is checked as it is opened).
+        check_no_links(own)
         took = self.writable and self.root not in _HELD
         if took:
             _lock(self.root)
         try:
-            # Under the lock: no other run of this workdir changes it while it is looked at.
-            check_no_links(own)
             for sub in SUBDIRS:
                 os.makedirs(os.path.join(own, sub), exist_ok=True)
             for folder in ("", *FOLDERS):
