@@ -15,7 +15,11 @@ setup(
     data_files=[("share/tfkd/flags", sorted(glob.glob("flags/*.flags")))],
     install_requires=[
         "tensorflow>=2.16",
-        "keras>=3.10",
+        # Teachers are loaded from third-party .keras files by design, so the floor is past
+        # the published safe_mode bypasses of keras.saving.load_model: CVE-2025-8747 and
+        # CVE-2025-9906 (Keras < 3.11.0), CVE-2025-49655 (3.11.0-3.11.2) and CVE-2026-1462
+        # (fixed in 3.12.1 and 3.14.0; no 3.13 release is listed as fixed, hence 3.14.0).
+        "keras>=3.14.0",
         "tensorflow-datasets>=4.9",
         # TFDS's download_and_prepare (and `tfds build`) imports it, but tensorflow-datasets
         # 4.9.10 does not install it: without it, preparing any TFDS set fails with

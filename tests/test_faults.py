@@ -22,6 +22,8 @@ import pytest
 from helpers.command import invoke, process_env
 from test_reliability import finished_models, results, saved_epoch, snapshot, start, stop_when
 
+# What tfkd's temporary files look like (tfkd.workdir.TEMPORARY), as a glob.
+TEMPORARIES = ".*.tfkd-tmp-*"
 SIGNAL_EXIT = {signal.SIGTERM: 128 + signal.SIGTERM, signal.SIGINT: 128 + signal.SIGINT}
 
 
@@ -86,7 +88,7 @@ def interrupt_and_resume(workdir, reference, stops):
         assert {k: after[k] for k in before} == before, f"{moment}: a finished model changed"
         if sig != signal.SIGKILL:
             # A stopped write removes its temporary file (a killed one: the next run does).
-            assert not glob.glob(os.path.join(workdir, "*", ".*.tmp*")), moment
+            assert not glob.glob(os.path.join(workdir, "*", TEMPORARIES)), moment
     final = start(workdir)
     _, stderr = final.communicate()
     assert final.returncode == 0, stderr[-2000:]
@@ -98,7 +100,7 @@ def interrupt_and_resume(workdir, reference, stops):
         # Every epoch ran exactly once: the history has each epoch once, as uninterrupted.
         assert history == expected and len(history["loss"]) == 12, name
     assert not glob.glob(os.path.join(workdir, "state", "*.npz"))
-    assert not [p for p in glob.glob(os.path.join(workdir, "*", ".*.tmp*"))]
+    assert not glob.glob(os.path.join(workdir, "*", TEMPORARIES))
     return stderr
 
 
@@ -218,9 +220,10 @@ def test_a_kill_during_a_redo_ends_in_a_retrain_not_a_refusal(finished, referenc
 
 
 def test_temporary_files_of_a_killed_write_are_removed(finished):
-    leftovers = [finished / "models" / ".member_0.k2j3h4.tmp.keras",
-                 finished / "metrics" / ".member_0.x8y9z0.tmp.json",
-                 finished / "state" / ".member_0-abc.q1w2e3.tmp.npz", finished / ".probeab12"]
+    leftovers = [finished / "models" / ".member_0.tfkd-tmp-k2j3h4ab.keras",
+                 finished / "metrics" / ".member_0.tfkd-tmp-x8y9z0ab.json",
+                 finished / "state" / ".member_0-abc.tfkd-tmp-q1w2e3ab.npz",
+                 finished / ".probe.tfkd-tmp-ab12cd34"]
     for path in leftovers:
         path.write_bytes(b"half")
     before = finished_models(finished)
@@ -257,7 +260,7 @@ def test_a_full_disk_ends_in_one_line_and_the_same_command_continues(tmp_path, r
         assert f"no space left on the device of {workdir}" in errors[0]
         assert "writing it takes about" in errors[0] and "are free" in errors[0]
         # No partial artifact: no temporary file, every model that is there is finished.
-        assert not glob.glob(str(workdir / "*" / ".*.tmp*"))
+        assert not glob.glob(str(workdir / "*" / TEMPORARIES))
         for path in glob.glob(str(workdir / "models" / "*.keras")):
             name = os.path.basename(path)[:-len(".keras")]
             json.load(open(workdir / "metrics" / f"{name}.json"))

@@ -21,7 +21,7 @@ import numpy as np
 from absl import logging
 
 from tfkd import ensemble as ensemble_lib
-from tfkd.workdir import atomic_path
+from tfkd.workdir import atomic_file
 
 
 def fingerprint(teacher_paths, data_key):
@@ -104,8 +104,8 @@ def store_logits(path, logits):
     the read-only memory map of the stored file."""
     logits = np.asarray(logits).astype(np.float16)
     final = f"{_stem(path)}.{array_checksum(logits)}.npy"
-    with atomic_path(final, size=logits.nbytes + 128) as tmp:
-        np.save(tmp, logits)
+    with atomic_file(final, size=logits.nbytes + 128) as f:
+        np.save(f, logits)
     return np.load(final, mmap_mode="r")
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from absl import logging
 
 from tfkd import runtime
-from tfkd.workdir import atomic_path
+from tfkd.workdir import atomic_file
 
 
 class TrainingDiverged(RuntimeError):
@@ -156,9 +156,8 @@ class TrainingState(keras.callbacks.Callback):
                 "counts": {"v": len(variables), "o": len(optimizer_variables), "b": len(best)},
                 "checksum": checksum(arrays)}
         arrays["meta"] = np.array(json.dumps(meta))
-        with atomic_path(self.path, size=sum(a.nbytes for a in arrays.values())) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
+        with atomic_file(self.path, size=sum(a.nbytes for a in arrays.values())) as f:
+            np.savez(f, **arrays)
 
     # -- the end ------------------------------------------------------------
 

@@ -243,15 +243,15 @@ def kd_seeds(kd_students):
 def test_logits(workdir, name, model, splits):
     """The model's test logits, kept in <workdir>/repro_logits under its content hash."""
     from tfkd import cache
-    from tfkd.workdir import atomic_path
+    from tfkd.workdir import atomic_file
 
     sha = workdir.read_metrics(name).get("sha", "nosha")[:16]
     path = workdir.path("repro_logits", f"{name}-{sha}.npy")
     if os.path.exists(path):
         return np.load(path)
     logits = cache.predict_logits(model, splits.x_test)
-    with atomic_path(path) as tmp:
-        np.save(tmp, logits)
+    with atomic_file(path) as f:
+        np.save(f, logits)
     return logits
 
 
