@@ -277,14 +277,21 @@ def main(argv):
         for sig, handler in previous.items():  # main may run inside a caller's process
             signal.signal(sig, handler)
         sys.unraisablehook = previous_hook
-        if "workdir" in used:
-            from tfkd.workdir import release
+        _leave(used)
 
-            release(used["workdir"].root)
-            # A run refused (or stopped) before it wrote anything leaves no empty workdir
-            # where it made one; only its writer removes it, never a cluster's other worker.
-            if used.get("new") and used["workdir"].writable:
-                used["workdir"].remove_if_empty(used["new"])
+
+def _leave(used):
+    """Gives up the workdir the run holds, if any."""
+    if "workdir" in used:
+        from tfkd.workdir import release
+
+        release(used["workdir"].root)
+        # A run refused (or stopped) before it wrote anything leaves no empty workdir
+        # where it made one; only its writer removes it, never a cluster's other worker.
+        if used.get("new") and used["workdir"].writable:
+            used["workdir"].remove_if_empty(used["new"])
+        if used["workdir"].scratch:
+            shutil.rmtree(used["workdir"].scratch, ignore_errors=True)
 
 
 def _free_space(path):
@@ -319,7 +326,11 @@ def _run(used):
     try:
         base, note = config_from_flags()
         config = base.shrunk()
-        scratch = None if runtime.is_chief() else tempfile.mkdtemp(prefix="tfkd_worker_")
+        cluster = runtime.join(config.strategy)
+        # A cluster's other workers train alongside the chief, which alone writes the
+        # workdir; they write their own copies into a scratch folder they remove.
+        scratch = (tempfile.mkdtemp(prefix="tfkd_worker_")
+                   if cluster is not None and not cluster.is_chief else None)
         used["new"] = first_missing(config.workdir)
         workdir = used["workdir"] = Workdir(config.workdir, scratch=scratch).create()
     except (ConfigError, WorkdirBusy) as e:
@@ -340,7 +351,7 @@ def _run(used):
         runtime.split_cpu(config.num_cpu_devices)
         runtime.set_precision(config.precision)
         runtime.set_deterministic(config.deterministic)
-        strategy = runtime.make_strategy(config.strategy)
+        strategy = runtime.make_strategy(config.strategy, config.cluster_timeout)
     except ValueError as e:
         _fail(str(e))
     logging.info("tfkd: mode=%s dataset=%s model=%s strategy=%s (%d replicas) workdir=%s",
@@ -357,10 +368,9 @@ def _run(used):
     except TrainingError as e:
         sys.stderr.write(f"tfkd: error: {e}\n")
         sys.exit(EXIT_FAILED)
-    finally:
-        if workdir.scratch:
-            shutil.rmtree(workdir.scratch, ignore_errors=True)
-    if not workdir.writable:
+    if not workdir.writable:  # a cluster's worker other than the chief: its share is done
+        print(f"tfkd: {cluster.name()} is done; the chief, {cluster.name(cluster.chief)}, "
+              f"writes the results to {workdir.root} on its machine")
         return
     # Recorded once the run has succeeded: a refused invocation leaves the workdir as it was.
     write_record(workdir, base)
