@@ -277,21 +277,16 @@ def main(argv):
         for sig, handler in previous.items():  # main may run inside a caller's process
             signal.signal(sig, handler)
         sys.unraisablehook = previous_hook
-        _leave(used)
+        if "workdir" in used:
+            from tfkd.workdir import release
 
-
-def _leave(used):
-    """Gives up the workdir the run holds, if any."""
-    if "workdir" in used:
-        from tfkd.workdir import release
-
-        release(used["workdir"].root)
-        # A run refused (or stopped) before it wrote anything leaves no empty workdir
-        # where it made one; only its writer removes it, never a cluster's other worker.
-        if used.get("new") and used["workdir"].writable:
-            used["workdir"].remove_if_empty(used["new"])
-        if used["workdir"].scratch:
-            shutil.rmtree(used["workdir"].scratch, ignore_errors=True)
+            release(used["workdir"].root)
+            # A run refused (or stopped) before it wrote anything leaves no empty workdir
+            # where it made one; only its writer removes it, never a cluster's other worker.
+            if used.get("new") and used["workdir"].writable:
+                used["workdir"].remove_if_empty(used["new"])
+            if used["workdir"].scratch:  # a non-chief worker's own copies
+                shutil.rmtree(used["workdir"].scratch, ignore_errors=True)
 
 
 def _free_space(path):

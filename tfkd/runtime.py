@@ -216,9 +216,10 @@ def wait_for_cluster(found, timeout, poll=0.2):
     NOTE: by hand: TensorFlow waits for the other tasks inside MultiWorkerMirroredStrategy's
     constructor, in C++, with no timeout that ends the wait (in TensorFlow 2.21 its
     coordination service's `cluster_register_timeout_in_ms` did not, and a watchdog thread
-    never ran meanwhile): a worker whose peer never starts waited silently for good. So each task listens on its
-    own port (which TensorFlow then takes over) until it has reached every other one; a
-    task reached once counts, as it may be between its placeholder and TensorFlow's server.
+    never ran meanwhile): a worker whose peer never starts waited silently for good. So
+    each task listens on its own port (which TensorFlow then takes over) until it has
+    reached every other one; a task reached once counts, as it may be between its
+    placeholder and TensorFlow's server.
     """
     others = found.others()
     if not others:
