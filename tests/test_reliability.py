@@ -341,9 +341,11 @@ def test_bad_environment_and_flagfile_bytes_are_one_line(finished_workdir, capsy
     flagfile = tmp_path / "latin1.flags"
     flagfile.write_bytes(b"--model=mlp\n# caf\xe9\n")
     cases = [({}, [f"--flagfile={flagfile}", "--smoke", run], "not UTF-8"),
-             ({"TF_CONFIG": "{not json"}, ["--smoke", run], "TF_CONFIG"),
-             ({"TF_CONFIG": '{"task": {"type": "worker", "index": "first"}}'}, ["--smoke", run],
-              "TF_CONFIG")]
+             # Read under multi_worker only (ignored otherwise: tests/test_cluster.py).
+             ({"TF_CONFIG": "{not json"}, ["--smoke", "--strategy=multi_worker", run],
+              "TF_CONFIG"),
+             ({"TF_CONFIG": '{"task": {"type": "worker", "index": "first"}}'},
+              ["--smoke", "--strategy=multi_worker", run], "TF_CONFIG")]
     for env, argv, named in cases:
         with monkeypatch.context() as m:
             for key, value in env.items():

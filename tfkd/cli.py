@@ -285,6 +285,8 @@ def main(argv):
             # where it made one; only its writer removes it, never a cluster's other worker.
             if used.get("new") and used["workdir"].writable:
                 used["workdir"].remove_if_empty(used["new"])
+            if used["workdir"].scratch:  # a non-chief worker's own copies
+                shutil.rmtree(used["workdir"].scratch, ignore_errors=True)
 
 
 def _interrupted(stop, workdir):
@@ -331,7 +333,11 @@ def _run(used):
     try:
         base, note = config_from_flags()
         config = base.shrunk()
-        scratch = None if runtime.is_chief() else tempfile.mkdtemp(prefix="tfkd_worker_")
+        cluster = runtime.join(config.strategy)
+        # A cluster's other workers train alongside the chief, which alone writes the
+        # workdir; they write their own copies into a scratch folder they remove.
+        scratch = (tempfile.mkdtemp(prefix="tfkd_worker_")
+                   if cluster is not None and not cluster.is_chief else None)
         used["new"] = first_missing(config.workdir)
         workdir = used["workdir"] = Workdir(config.workdir, scratch=scratch).create()
     except (ConfigError, WorkdirBusy) as e:
@@ -352,7 +358,7 @@ def _run(used):
         runtime.split_cpu(config.num_cpu_devices)
         runtime.set_precision(config.precision)
         runtime.set_deterministic(config.deterministic)
-        strategy = runtime.make_strategy(config.strategy)
+        strategy = runtime.make_strategy(config.strategy, config.cluster_timeout)
     except ValueError as e:
         _fail(str(e))
     logging.info("tfkd: mode=%s dataset=%s model=%s strategy=%s (%d replicas) workdir=%s",
@@ -369,10 +375,9 @@ def _run(used):
     except TrainingError as e:
         sys.stderr.write(f"tfkd: error: {e}\n")
         sys.exit(EXIT_FAILED)
-    finally:
-        if workdir.scratch:
-            shutil.rmtree(workdir.scratch, ignore_errors=True)
-    if not workdir.writable:
+    if not workdir.writable:  # a cluster's worker other than the chief: its share is done
+        print(f"tfkd: {cluster.name()} is done; the chief, {cluster.name(cluster.chief)}, "
+              f"writes the results to {workdir.root} on its machine")
         return
     # Recorded once the run has succeeded: a refused invocation leaves the workdir as it was.
     write_record(workdir, base)

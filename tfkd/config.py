@@ -334,6 +334,10 @@ class Config:
         "one device otherwise. multi_worker: MultiWorkerMirroredStrategy from TF_CONFIG. "
         "--batch_size is the global batch, split over replicas.",
         choices="tfkd.runtime:STRATEGIES")
+    cluster_timeout: float = setting(
+        300.0, "runtime", "Seconds a worker of --strategy=multi_worker waits for the other "
+        "tasks of its cluster to start; then it gives up with one line (exit code 2).",
+        rule=number(0, 86400, low_open=True))
     num_cpu_devices: int = setting(
         1, "runtime", "Split the CPU into this many logical devices (to try "
         "--strategy=mirrored without GPUs).", rule=whole(1, 256))

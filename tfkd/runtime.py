@@ -7,8 +7,11 @@ the number of devices, scale the learning rate linearly with it (Goyal et al.,
 2017), with a few epochs of warm-up for large factors.
 """
 
+import dataclasses
 import json
 import os
+import socket
+import time
 
 from absl import logging
 
@@ -68,28 +71,179 @@ def split_cpu(num_devices):
         cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(num_devices)])
 
 
-def task_from_tf_config():
-    """(task type, index) from TF_CONFIG, or None outside a cluster."""
-    raw = os.environ.get("TF_CONFIG")
-    if not raw:
-        return None
+# --- clusters ---------------------------------------------------------------------------------
+
+TASK_TYPES = ("chief", "worker")  # the tasks tfkd runs (no evaluator, no parameter servers)
+TF_CONFIG_EXAMPLE = ('{"cluster": {"worker": ["host1:port", "host2:port"]}, '
+                     '"task": {"type": "worker", "index": 0}}')
+
+# The cluster this process trains in (set by `join`: TF_CONFIG under --strategy=multi_worker),
+# None when it runs alone. Process-wide, as the strategy it describes is.
+cluster = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+    """A multi-worker run as a valid TF_CONFIG describes it (see `read_cluster`)."""
+
+    jobs: dict  # {"chief": [address], "worker": [address, ...]}, addresses "host:port"
+    type: str  # this task's
+    index: int
+
+    @property
+    def chief(self):
+        """(type, index) of the task that writes the workdir: TensorFlow's rule."""
+        return ("chief", 0) if "chief" in self.jobs else ("worker", 0)
+
+    @property
+    def is_chief(self):
+        return (self.type, self.index) == self.chief
+
+    def others(self):
+        return [(t, i) for t, addresses in self.jobs.items() for i in range(len(addresses))
+                if (t, i) != (self.type, self.index)]
+
+    def name(self, task=None):
+        kind, index = task or (self.type, self.index)
+        return f"{kind} {index} at {self.jobs[kind][index]}"
+
+
+def read_cluster(raw):
+    """The Cluster a TF_CONFIG text describes, or a ValueError saying in one line what is
+    wrong with it: JSON object, `cluster` mapping chief/worker to lists of distinct
+    "host:port" (one chief at most), `task` naming one of them by type and index."""
+    def refuse(problem):
+        return ValueError(f"TF_CONFIG {problem}; --strategy=multi_worker needs a cluster "
+                          f"description like {TF_CONFIG_EXAMPLE} (TF_CONFIG={raw[:200]!r})")
+
     try:
-        task = json.loads(raw).get("task", {})
-        return str(task.get("type")), int(task.get("index", 0))
-    except (ValueError, TypeError, AttributeError):
-        raise ValueError(f"TF_CONFIG is not a cluster description: {raw[:200]!r}; it must be "
-                         'JSON like {"cluster": {"worker": ["host1:port", "host2:port"]}, '
-                         '"task": {"type": "worker", "index": 0}}') from None
+        config = json.loads(raw)
+    except ValueError as e:
+        raise refuse(f"is not JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise refuse(f"is a JSON {type(config).__name__}, not an object")
+    jobs, task = config.get("cluster"), config.get("task")
+    if not isinstance(jobs, dict) or not jobs:
+        raise refuse("has no 'cluster' (an object of tasks by type)")
+    seen = set()
+    for kind, addresses in jobs.items():
+        if kind not in TASK_TYPES:
+            raise refuse(f"names {kind!r} tasks: tfkd runs chief and worker tasks only")
+        if not isinstance(addresses, list) or not addresses:
+            raise refuse(f"cluster {kind!r} is {addresses!r}, not a list of \"host:port\"")
+        if kind == "chief" and len(addresses) != 1:
+            raise refuse(f"names {len(addresses)} chiefs; a cluster has one at most")
+        for address in addresses:
+            host, _, port = address.rpartition(":") if isinstance(address, str) else ("", "", "")
+            if not host or not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+                raise refuse(f"cluster {kind!r} holds {address!r}, not a \"host:port\" with a "
+                             "port in 1-65535")
+            if address in seen:
+                raise refuse(f"names {address!r} twice; every task needs its own address")
+            seen.add(address)
+    if not isinstance(task, dict):
+        raise refuse("has no 'task' (an object with this task's type and index)")
+    kind, index = task.get("type"), task.get("index")
+    if kind not in TASK_TYPES:
+        raise refuse(f"task type is {kind!r}: tfkd runs chief and worker tasks only")
+    if kind not in jobs:
+        raise refuse(f"task type {kind!r} is not in the cluster ({', '.join(jobs)})")
+    if type(index) is not int or not 0 <= index < len(jobs[kind]):
+        raise refuse(f"task index is {index!r}, not one of the cluster's {len(jobs[kind])} "
+                     f"{kind} task(s): 0 to {len(jobs[kind]) - 1}")
+    return Cluster({k: list(v) for k, v in jobs.items()}, kind, index)
 
 
-def is_chief():
-    """Whether this process writes artifacts: the chief (or worker 0) of a cluster, or alone."""
-    task = task_from_tf_config()
-    return task is None or task[0] == "chief" or (task[0] == "worker" and task[1] == 0)
+def join(strategy):
+    """The Cluster this run trains in (also kept in `cluster`), or None.
+
+    Under --strategy=multi_worker, TF_CONFIG must describe a cluster (`read_cluster`) whose
+    task's port is free (ValueError otherwise). Under any other strategy the run trains
+    alone and writes its workdir itself: TF_CONFIG is ignored, whatever it holds, with one
+    line saying so (a leftover of another job must not turn the run into a non-chief
+    that keeps nothing).
+    """
+    global cluster
+    cluster = None
+    raw = os.environ.get("TF_CONFIG", "")
+    if strategy != "multi_worker":
+        if raw:
+            logging.warning("tfkd: TF_CONFIG is ignored: --strategy=%s trains in this process "
+                            "alone, which writes the workdir (--strategy=multi_worker trains "
+                            "in the cluster TF_CONFIG describes)", strategy)
+        return None
+    if not raw:
+        raise ValueError("strategy 'multi_worker' needs the TF_CONFIG environment variable "
+                         f"(cluster and task) on every worker, like {TF_CONFIG_EXAMPLE}")
+    found = read_cluster(raw)
+    _hold_port(found).close()  # a taken port is found before anything is written
+    cluster = found
+    return found
 
 
-def make_strategy(name):
-    """A tf.distribute strategy by name (see STRATEGIES)."""
+def _hold_port(found):
+    """A socket listening on this task's port, or a ValueError naming the port and task.
+
+    NOTE: by hand, before TensorFlow: its server fails on a taken port with a C++
+    traceback. SO_REUSEADDR, as gRPC binds: only a live socket on the port counts."""
+    port = int(found.jobs[found.type][found.index].rpartition(":")[2])
+    held = socket.socket()
+    held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        held.bind(("", port))
+        held.listen()
+    except OSError as e:
+        held.close()
+        raise ValueError(f"port {port} of this task ({found.name()}, TF_CONFIG's task) is "
+                         f"taken ({e.strerror}); end what holds it, or give the task a free "
+                         "port in TF_CONFIG's cluster") from None
+    return held
+
+
+def _answers(address, timeout):
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for_cluster(found, timeout, poll=0.2):
+    """Returns once every other task of `found` listens on its port; a ValueError naming
+    the tasks that do not after `timeout` seconds.
+
+    NOTE: by hand: TensorFlow waits for the other tasks inside MultiWorkerMirroredStrategy's
+    constructor, in C++, with no timeout that ends the wait (in TensorFlow 2.21 its
+    coordination service's `cluster_register_timeout_in_ms` did not, and a watchdog thread
+    never ran meanwhile): a worker whose peer never starts waited silently for good. So
+    each task listens on its own port (which TensorFlow then takes over) until it has
+    reached every other one; a task reached once counts, as it may be between its
+    placeholder and TensorFlow's server.
+    """
+    others = found.others()
+    if not others:
+        return
+    logging.info("tfkd: waiting up to %g s (--cluster_timeout) for %s to start (this task: "
+                 "%s)", timeout, ", ".join(map(found.name, others)), found.name())
+    deadline = time.monotonic() + timeout
+    with _hold_port(found):
+        while True:
+            others = [t for t in others if not _answers(found.jobs[t[0]][t[1]], timeout=1.0)]
+            if not others:
+                return
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(poll)
+    tasks = " and ".join(json.dumps({"type": t, "index": i}) for t, i in others)
+    raise ValueError(f"{', '.join(map(found.name, others))} did not start within {timeout:g} s "
+                     f"(--cluster_timeout): nothing listens there; start the same command "
+                     f"there with TF_CONFIG's task {tasks}, or raise --cluster_timeout")
+
+
+def make_strategy(name, cluster_timeout=300.0):
+    """A tf.distribute strategy by name (see STRATEGIES). multi_worker trains in the
+    cluster `join` found, once its other tasks have started (`wait_for_cluster`)."""
     import tensorflow as tf
 
     if name not in STRATEGIES:
@@ -97,9 +251,7 @@ def make_strategy(name):
     if name == "multi_worker":
         # NOTE: first, before anything lists devices: MultiWorkerMirroredStrategy must
         # configure collective ops before the TensorFlow context initialises.
-        if task_from_tf_config() is None:
-            raise ValueError("strategy 'multi_worker' needs the TF_CONFIG environment "
-                             "variable (cluster and task) on every worker; see the README")
+        wait_for_cluster(cluster or join(name), cluster_timeout)
         return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":

@@ -266,7 +266,7 @@ def teacher_logits(config, workdir, splits, teachers, train=True):
     """
     from tfkd import runtime
 
-    if runtime.task_from_tf_config() is not None:
+    if runtime.cluster is not None:
         # In a cluster, predict is a collective op: every worker must run it, none may
         # skip it by reading a file that only the chief writes.
         # Rounded as the cache file would be, so a cluster trains what one process does.
@@ -311,7 +311,7 @@ def view_logits(config, workdir, splits, teachers, seed):
     from tfkd.data import augmented_views
     from tfkd.data.pipeline import VIEWS
 
-    if runtime.task_from_tf_config() is not None:
+    if runtime.cluster is not None:
         logging.info("teacher view cache: not in a cluster (every worker would build it); "
                      "teachers run online")
         return None
