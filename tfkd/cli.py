@@ -312,6 +312,7 @@ def _run(used):
     """The run behind `main`; puts the workdir into `used` as soon as it holds it."""
     # Deferred: importing TensorFlow takes seconds that --help should not cost.
     from tfkd import report
+    from tfkd.data import display_name
     from tfkd.modes import OWN_STRATEGY_SCOPE, get_mode
     from tfkd.workdir import Workdir, WorkdirBusy, first_missing
 
@@ -370,7 +371,7 @@ def _run(used):
     rows = [record["row"] for record in workdir.all_metrics()
             if record["row"]["kind"] != PROBE_KIND]
     markdown = report.write_report(rows, workdir.root,
-                                   title=f"{config.dataset} / {config.model}")
+                                   title=f"{display_name(config.dataset)} / {config.model}")
     print(markdown)
     print(f"\nResults table, CSV and chart: {workdir.path('results.md')}, "
           f"results.csv, results.png")

@@ -15,6 +15,7 @@ are read from these tables, never from a second list.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Callable, Optional
 
 import numpy as np
@@ -209,6 +210,15 @@ def _resolve(name):
         # The fallback refusing a name means no source takes it: list them all.
         raise _unknown(name) from None
     return source, name
+
+
+def display_name(name: str) -> str:
+    """`name` for titles and headings: a source's path argument (folder:PATH, npz:PATH) shortened
+    to its last component, so a chart names the data, not where this machine keeps it."""
+    scheme, colon, argument = str(name).partition(":")
+    if colon and ("/" in argument or os.sep in argument):
+        return f"{scheme}:{os.path.basename(os.path.normpath(argument))}"
+    return str(name)
 
 
 def check_dataset_name(name: str, *, data_dir: Optional[str] = None,
