@@ -45,6 +45,11 @@ def feature_layer(model, layer_name=None, input_rank=4):
     axis included): `layer_name`, or by default `find_last_conv_layer(model)`. A ValueError
     naming the model when it has no such layer or the layer's output is not a feature map
     of the inputs' rank; so whether Grad-CAM applies is known from the model alone."""
+    if input_rank not in (3, 4):
+        raise ValueError(
+            f"Grad-CAM needs inputs with spatial axes, (N, H, W, C) or (N, L, C); got inputs "
+            f"of rank {input_rank}."
+        )
     if layer_name is None:
         layer_name = find_last_conv_layer(model)
     try:

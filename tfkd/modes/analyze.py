@@ -60,9 +60,33 @@ def student_names(config, count=None):
     `independent_S`."""
     first = config.seed + config.num_models
     count = config.analysis_students if count is None else count
-    return [(s, "distilled" if s == first else f"distilled_{s}",
-             "independent" if s == first else f"independent_{s}")
-            for s in range(first, first + count)]
+    return [(s, *pair_names(s, first)) for s in range(first, first + count)]
+
+
+def pair_names(seed, first_seed):
+    """(distilled name, independent name) of the students of `seed`; those of `first_seed`
+    (seed+N) are --mode=distill's `distilled` and its control `independent`."""
+    if seed == first_seed:
+        return "distilled", "independent"
+    return f"distilled_{seed}", f"independent_{seed}"
+
+
+def train_students(config, workdir, splits, teachers, pairs, progress, distilled=None):
+    """The compared students, {name: model}, trained or reused (`fit.fit_model`) in pair
+    order: each pair's distilled student (taught by `teachers`; `distilled`, when given,
+    stands as the first one) and its independent student (labels only, the same seed)."""
+    students = {}
+    for k, (seed, distilled_name, independent_name) in enumerate(pairs):
+        if k == 0 and distilled is not None:
+            students[distilled_name] = distilled
+        else:
+            students[distilled_name], _ = fit.fit_model(
+                config, workdir, splits, name=distilled_name, kind="distilled", seed=seed,
+                teachers=teachers, progress=progress)
+        students[independent_name], _ = fit.fit_model(
+            config, workdir, splits, name=independent_name, kind="independent", seed=seed,
+            progress=progress)
+    return students
 
 
 def teacher_gradcam(members, teacher, x, layer):
@@ -88,6 +112,10 @@ def skipped_properties(config, splits, models):
         skipped[JITTER] = (f"jitter needs images (height, width, channels); "
                            f"{display_name(config.dataset)} inputs have shape {shape}")
     layer = config.analysis_layer or None
+    if len(shape) not in (2, 3) and not layer:
+        skipped[GRADCAM] = (f"Grad-CAM needs inputs with spatial axes; "
+                            f"{display_name(config.dataset)} inputs have shape {shape}")
+        return skipped
     for role, model in models:
         if layer and layer not in [each.name for each in model.layers]:
             names = [each.name for each in model.layers]
@@ -120,17 +148,7 @@ def run(config, workdir, splits=None, progress=None):
         (f"student architecture ({config.model})", architecture)])
     pairs = student_names(config)
     progress = progress or results.Progress(2 * len(pairs) - 1)
-    students = {}
-    for seed, distilled_name, independent_name in pairs:
-        if distilled_name == "distilled":
-            students[distilled_name] = distilled
-        else:
-            students[distilled_name], _ = fit.fit_model(
-                config, workdir, splits, name=distilled_name, kind="distilled", seed=seed,
-                teachers=teachers, progress=progress)
-        students[independent_name], _ = fit.fit_model(
-            config, workdir, splits, name=independent_name, kind="independent", seed=seed,
-            progress=progress)
+    students = train_students(config, workdir, splits, teachers, pairs, progress, distilled)
     teacher = members[0] if len(members) == 1 else teachers.model
     result, table, shown = measure(config, splits, members, teacher, students, skipped)
     result["students"] = [{"seed": seed, "distilled": d, "independent": i}
