@@ -19,7 +19,9 @@ Last, what each KD student inherits from the ensemble (Ojha et al.; `tfkd --mode
 measurements, `tfkd.modes.analyze.measure`), against its control: an independent student of
 the same seed and architecture trained on the labels only (`independent` for seed 5, as
 `--mode=analyze` names it; `independent_6`, ... for the others). Each property's
-distilled - independent difference is given per seed and as mean ± std over the seeds.
+distilled - independent difference is given per seed and as mean ± std over the seeds, with
+a paired t-test (the statistics and the per-seed summary are tfkd's own:
+`tfkd.analysis.stats`, `tfkd.modes.analyze.summarize`).
 
     python tools/fashion_mnist_repro.py                      # 1-2 hours on 2 CPU cores
     python tools/fashion_mnist_repro.py --smoke              # seconds: the wiring only

@@ -42,7 +42,6 @@ from tfkd import metrics as metrics_lib
 from tfkd.analysis import adversarial, figures, gradcam, inheritance, invariance, stats
 from tfkd.config import ConfigError
 from tfkd.data import display_name
-from tfkd.ensemble import Ensemble
 from tfkd.modes import fit, inputs, results
 from tfkd.report import markdown_table
 from tfkd.workdir import write_json, write_text
