@@ -36,6 +36,8 @@ setup(
         "matplotlib>=3.7",
         # Embedded data sets: digits ships with scikit-learn; MNIST-1D is generated offline.
         "scikit-learn>=1.3",
+        # The analysis's intervals and paired tests (binomtest's proportion_ci, bootstrap).
+        "scipy>=1.9",
         "mnist1d>=0.0.2",
     ],
     # pytest-xdist: the suite runs in two worker processes (pytest.ini); >= 3.2 for worksteal.

@@ -6,7 +6,7 @@ import pytest
 from conftest import make_tiny_cnn
 
 from tfkd import metrics as metrics_lib
-from tfkd.analysis import adversarial, figures, gradcam, inheritance, invariance
+from tfkd.analysis import adversarial, figures, gradcam, inheritance, invariance, stats
 from tfkd.models import build_model
 
 
@@ -385,3 +385,109 @@ def test_gradcam_grid(tmp_path):
     assert _is_png(figures.plot_gradcam_grid(signals, maps_1d, tmp_path / "grid_1d.png"))
     with pytest.raises(ValueError, match="'teacher'"):
         figures.plot_gradcam_grid(images, {"teacher": maps["teacher"][:2]}, tmp_path / "x.png")
+
+
+def test_gradcam_grid_has_a_colour_bar_and_the_classes():
+    rng = np.random.default_rng(0)
+    images = rng.uniform(size=(3, 8, 8, 1))
+    maps = {name: rng.uniform(size=(3, 8, 8)) for name in figures.GRID_COLUMNS}
+    predictions = {"teacher": np.array([1, 2, 3]), "distilled": np.array([1, 0, 3]),
+                   "independent": np.array([4, 2, 3])}
+    figure = figures.gradcam_figure(images, maps, labels=np.array([1, 2, 5]),
+                                    predictions=predictions)
+    bars = [axes for axes in figure.axes if "Grad-CAM" in axes.get_ylabel()]
+    assert len(bars) == 1  # one colour bar, for every map
+    grid = [axes for axes in figure.axes if axes not in bars]
+    labels = [axes.get_xlabel() for axes in grid]
+    assert labels[:4] == ["true: 1", "predicted: 1", "predicted: 1", "predicted: 4"]
+    assert labels[8:] == ["true: 5", "predicted: 3", "predicted: 3", "predicted: 3"]
+    named = figures.gradcam_figure(images, maps, labels=np.array([1, 2, 5]),
+                                   class_names=[f"c{i}" for i in range(6)])
+    assert named.axes[0].get_xlabel() == "true: c1"
+    with pytest.raises(ValueError, match="no maps"):
+        figures.gradcam_figure(images, maps, predictions={"other": np.zeros(3)})
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def test_wilson_interval_by_hand():
+    # Wilson's score interval, written out: centre (k + z²/2) / (n + z²), half-width
+    # z / (n + z²) * sqrt(k (n - k) / n + z² / 4).
+    z = 1.959963984540054
+    for k, n in [(0, 3), (39, 128), (64, 64), (7, 10)]:
+        centre = (k + z * z / 2) / (n + z * z)
+        half = z / (n + z * z) * np.sqrt(k * (n - k) / n + z * z / 4)
+        low, high = stats.wilson_interval(k, n)
+        assert low == pytest.approx(centre - half, abs=1e-9)
+        assert high == pytest.approx(centre + half, abs=1e-9)
+    assert stats.wilson_interval(0, 0) == (None, None)
+
+
+def test_rate_counts_its_population():
+    cell = stats.rate([True, False, True, True], population=[True, True, False, True])
+    assert (cell["count"], cell["of"], cell["value"]) == (2, 3, 2 / 3)
+    assert cell["ci95"] == list(stats.wilson_interval(2, 3))
+    empty = stats.proportion(0, 0)
+    assert empty["value"] is None and empty["ci95"] == [None, None]
+
+
+def test_mean_interval_covers_the_mean_and_narrows_with_examples():
+    rng = np.random.default_rng(0)
+    small = stats.mean_interval(rng.normal(size=50), seed=1)
+    large = stats.mean_interval(rng.normal(size=5000), seed=1)
+    for cell in (small, large):
+        assert cell["ci95"][0] < cell["value"] < cell["ci95"][1]
+    assert np.diff(large["ci95"]) < np.diff(small["ci95"]) / 5
+    assert large["ci95"][0] < 0 < large["ci95"][1]  # the true mean, 0
+    assert stats.mean_interval(np.ones(10), weight=3) == {"value": 1.0, "of": 30,
+                                                           "ci95": [1.0, 1.0]}
+
+
+def test_paired_test_over_seeds_is_scipys_ttest_rel():
+    from scipy import stats as scipy_stats
+
+    a, b = np.array([0.91, 0.88, 0.93]), np.array([0.85, 0.86, 0.88])
+    test = stats.paired_mean_test(a - b, alternative="two-sided")
+    assert test["p"] == pytest.approx(scipy_stats.ttest_rel(a, b).pvalue)
+    assert test["n"] == 3 and test["mean"] == pytest.approx(np.mean(a - b))
+    assert stats.paired_mean_test([0.1])["p"] is None  # one seed: no test
+    assert stats.paired_mean_test([-0.1, -0.1], alternative="less")["p"] == 0.0
+    assert stats.spread([0.5, None, 0.7]) == f"0.6000 ± {np.std([0.5, 0.7], ddof=1):.4f}"
+
+
+def test_summarize_pairs_each_distilled_student_with_its_own_control():
+    from tfkd.modes import analyze
+
+    def cell(value):
+        return {"value": value}
+
+    table = [
+        {"property": "agreement", "teacher": None, "skipped": None,
+         "students": {"distilled": cell(0.9), "independent": cell(0.8),
+                      "distilled_6": cell(0.7), "independent_6": cell(0.75)}},
+        {"property": "PGD transfer", "teacher": cell(0.5), "skipped": None,
+         "students": {"distilled": cell(None), "independent": cell(0.4),
+                      "distilled_6": cell(0.3), "independent_6": cell(0.1)}},
+        {"property": "Grad-CAM", "teacher": None, "students": None, "skipped": "no map"},
+    ]
+    pairs = [(5, "distilled", "independent"), (6, "distilled_6", "independent_6")]
+    agreement, pgd, gradcam_row = analyze.summarize(table, pairs)
+    assert [p["difference"] for p in agreement["per_seed"]] == [pytest.approx(0.1),
+                                                                pytest.approx(-0.05)]
+    assert agreement["distilled"] == pytest.approx(0.8)
+    assert agreement["difference"] == pytest.approx(0.025)
+    assert agreement["paired_test"]["n"] == 2
+    # No example to score: no difference for that seed, and no test from one seed.
+    assert pgd["teacher"] == 0.5 and pgd["per_seed"][0]["difference"] is None
+    assert pgd["difference"] == pytest.approx(0.2) and pgd["paired_test"] is None
+    assert gradcam_row["skipped"] == "no map" and gradcam_row["distilled"] is None
+
+
+def test_display_name_drops_the_path():
+    from tfkd.data import display_name
+
+    assert display_name("npz:/home/me/data/signals.npz") == "npz:signals.npz"
+    assert display_name("folder:/srv/pets/") == "folder:pets"
+    assert display_name("keras:fashion_mnist") == "keras:fashion_mnist"
+    assert display_name("digits") == "digits"

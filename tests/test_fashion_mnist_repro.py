@@ -101,15 +101,17 @@ def test_bad_flags_fail_in_one_line(flags, message):
     assert "Traceback" not in done.stderr and "usage:" not in done.stderr
 
 
-def test_inheritance_rows_pair_each_kd_student_with_its_own_control(tool):
-    nan = float("nan")
-    table = [("agreement", None, {"distilled": 0.9, "independent": 0.8, "distilled_6": 0.7,
-                                  "independent_6": 0.75}),
-             ("PGD transfer", 0.5, {"distilled": nan, "independent": 0.4, "distilled_6": 0.3,
-                                    "independent_6": 0.1})]
-    agreement, pgd = tool.inheritance_rows(table, kd_students=2)
-    assert agreement[2:] == ([0.9, 0.7], [0.8, 0.75], [pytest.approx(0.1),
-                                                       pytest.approx(-0.05)])
-    assert pgd[1] == 0.5 and pgd[2] == [None, 0.3]
-    assert pgd[4] == [None, pytest.approx(0.2)]  # no example to score: no difference
-    assert tool.spread(pgd[4]) == "0.2000" and tool.spread([None]) == "-"
+def test_inheritance_rows_list_each_seed_of_the_librarys_summary(tool):
+    from tfkd.modes import analyze
+
+    nan_free = [{"property": "agreement", "teacher": None, "skipped": None,
+                 "students": {"distilled": {"value": 0.9}, "independent": {"value": 0.8},
+                              "distilled_6": {"value": 0.7},
+                              "independent_6": {"value": 0.75}}},
+                {"property": "jitter", "teacher": None, "students": None, "skipped": "why"}]
+    pairs = [(5, tool.kd_name(5), "independent"), (6, tool.kd_name(6), "independent_6")]
+    [agreement] = tool.inheritance_rows(analyze.summarize(nan_free, pairs))  # skipped: out
+    assert agreement[2:4] == ([0.9, 0.7], [0.8, 0.75])
+    assert agreement[4] == [pytest.approx(0.1), pytest.approx(-0.05)]
+    assert agreement[5]["n"] == 2
+    assert tool.spread([0.2, None]) == "0.2000" and tool.spread([None]) == "-"

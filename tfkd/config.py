@@ -324,6 +324,13 @@ class Config:
     analysis_examples: int = setting(500, "analyze", "How many test examples the analysis "
                                      "uses: a sample stratified by class, the same in every "
                                      "run.", rule=whole(1))
+    analysis_students: int = setting(
+        1, "analyze", "Distilled students the analysis compares, each against an independent "
+        "student of its own seed (labels only), seeds seed+N, seed+N+1, ...: the first is "
+        "--mode=distill's distilled student, the others (distilled_S) and the independent "
+        "students (independent, independent_S) are trained if missing. With 2 or more, "
+        "each property is given as mean ± std over the seeds with a paired t-test of "
+        "distilled against independent.", rule=whole(1, 100))
 
     # --- runtime -------------------------------------------------------------------------
     data_dir: Optional[str] = setting(

@@ -91,8 +91,8 @@ def accuracy(labels, probs):
     return float(np.mean(np.argmax(probs, axis=-1) == labels))
 
 
-def negative_log_likelihood(labels, probs, eps=1e-12, from_logits=False):
-    """Mean over examples of -log p(label), natural log.
+def negative_log_likelihood(labels, probs, eps=1e-12, from_logits=False, per_example=False):
+    """Mean over examples of -log p(label), natural log (`per_example`: the (N,) terms).
 
     Probabilities are clipped below at `eps` so a confidently wrong example costs
     -log(eps) instead of inf. With `from_logits=True` the log-softmax is exact and `eps` unused.
@@ -101,8 +101,10 @@ def negative_log_likelihood(labels, probs, eps=1e-12, from_logits=False):
     labels = _labels(labels, probs.shape)
     rows = np.arange(len(labels))
     if from_logits:
-        return float(-np.mean(_log_softmax(probs)[rows, labels]))
-    return float(-np.mean(np.log(np.maximum(probs[rows, labels], eps))))
+        terms = -_log_softmax(probs)[rows, labels]
+    else:
+        terms = -np.log(np.maximum(probs[rows, labels], eps))
+    return terms if per_example else float(np.mean(terms))
 
 
 def _bin_indices(confidences, num_bins):
@@ -141,8 +143,9 @@ def agreement(probs_a, probs_b):
     return float(np.mean(np.argmax(probs_a, axis=-1) == np.argmax(probs_b, axis=-1)))
 
 
-def mean_kl_divergence(probs_p, probs_q, eps=1e-12, from_logits=False):
-    """Mean over examples of KL(p || q) = sum_c p_c (log p_c - log q_c), natural log.
+def mean_kl_divergence(probs_p, probs_q, eps=1e-12, from_logits=False, per_example=False):
+    """Mean over examples of KL(p || q) = sum_c p_c (log p_c - log q_c), natural log
+    (`per_example`: the (N,) divergences).
 
     Terms with p_c = 0 contribute 0; q is clipped below at `eps` so KL stays finite.
     """
@@ -151,9 +154,11 @@ def mean_kl_divergence(probs_p, probs_q, eps=1e-12, from_logits=False):
     _same_shape("probs_p", probs_p, "probs_q", probs_q)
     if from_logits:
         log_p, log_q = _log_softmax(probs_p), _log_softmax(probs_q)
-        return float(np.mean(np.sum(np.exp(log_p) * (log_p - log_q), axis=-1)))
-    log_ratio = np.log(np.maximum(probs_p, eps)) - np.log(np.maximum(probs_q, eps))
-    return float(np.mean(np.sum(np.where(probs_p > 0, probs_p * log_ratio, 0.0), axis=-1)))
+        terms = np.sum(np.exp(log_p) * (log_p - log_q), axis=-1)
+    else:
+        log_ratio = np.log(np.maximum(probs_p, eps)) - np.log(np.maximum(probs_q, eps))
+        terms = np.sum(np.where(probs_p > 0, probs_p * log_ratio, 0.0), axis=-1)
+    return terms if per_example else float(np.mean(terms))
 
 
 def pairwise_disagreement(member_probs):

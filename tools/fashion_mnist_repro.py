@@ -19,7 +19,9 @@ Last, what each KD student inherits from the ensemble (Ojha et al.; `tfkd --mode
 measurements, `tfkd.modes.analyze.measure`), against its control: an independent student of
 the same seed and architecture trained on the labels only (`independent` for seed 5, as
 `--mode=analyze` names it; `independent_6`, ... for the others). Each property's
-distilled - independent difference is given per seed and as mean ± std over the seeds.
+distilled - independent difference is given per seed and as mean ± std over the seeds, with
+a paired t-test (the statistics and the per-seed summary are tfkd's own:
+`tfkd.analysis.stats`, `tfkd.modes.analyze.summarize`).
 
     python tools/fashion_mnist_repro.py                      # 1-2 hours on 2 CPU cores
     python tools/fashion_mnist_repro.py --smoke              # seconds: the wiring only
@@ -41,6 +43,9 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+
+# tfkd's statistics (numpy only at import; scipy on first use). Importing tfkd is cheap.
+from tfkd.analysis.stats import mcnemar_exact, paired_mean_test, spread  # noqa: E402,F401
 
 DATASET = "keras:fashion_mnist"
 NUM_MEMBERS = 5
@@ -153,39 +158,6 @@ def command(args):
 # ----------------------------------------------------------------------------- statistics
 
 
-def paired_mean_test(differences, alternative="greater"):
-    """One-sample t-test of per-image differences (mean 0 under the null hypothesis).
-
-    For comparisons where one side is an average of classifiers (the members' mean
-    correctness), the differences take fractional values; over 10,000 images the t-test's
-    normal approximation is accurate. Returns mean (in points), its standard error, t, p.
-    """
-    from scipy import stats
-
-    d = np.asarray(differences, dtype=np.float64)
-    if np.all(d == d[0]):  # no variance: t undefined; the data decide outright
-        p = 1.0 if d[0] <= 0 or alternative == "less" else 0.0
-        return {"mean": 100 * float(d[0]), "se": 0.0, "t": None, "p": p}
-    result = stats.ttest_1samp(d, 0.0, alternative=alternative)
-    return {"mean": 100 * float(d.mean()), "se": 100 * float(d.std(ddof=1) / np.sqrt(len(d))),
-            "t": float(result.statistic), "p": float(result.pvalue)}
-
-
-def mcnemar_exact(correct_a, correct_b, alternative="greater"):
-    """McNemar's exact test of two classifiers on the same images: among the images exactly
-    one of them gets right, is `a` the one more often than a fair coin says? `b_only` and
-    `a_only` are those discordant counts; "greater" tests a > b."""
-    from scipy import stats
-
-    a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
-    a_only, b_only = int(np.sum(a & ~b)), int(np.sum(~a & b))
-    n = a_only + b_only
-    p = 1.0 if n == 0 else float(stats.binomtest(a_only, n, 0.5,
-                                                 alternative=alternative).pvalue)
-    return {"a_only": a_only, "b_only": b_only, "mean": 100 * (a_only - b_only) / len(a),
-            "p": p}
-
-
 def claims(correct):
     """The note's four claims, each with its paired test on the test images.
 
@@ -199,11 +171,11 @@ def claims(correct):
     sd = np.stack([correct[f"self_distilled_{i}"] for i in range(NUM_MEMBERS)]).astype(float)
     out = {
         "ensemble": {"claim": "(a) ensemble > mean member", "test": "paired t, one-sided",
-                     **paired_mean_test(correct["ensemble"] - member_mean)},
+                     **paired_mean_test(correct["ensemble"] - member_mean, scale=100)},
         "kd": {"claim": "(b) KD > mean member", "test": "paired t, one-sided",
-               **paired_mean_test(kd.mean(axis=0) - member_mean)},
+               **paired_mean_test(kd.mean(axis=0) - member_mean, scale=100)},
         "sd": {"claim": "(c) SD > its teacher", "test": "paired t, one-sided",
-               **paired_mean_test((sd - members).mean(axis=0))},
+               **paired_mean_test((sd - members).mean(axis=0), scale=100)},
         "sd_ensemble": {"claim": "(d) ensemble of SD >= ensemble",
                         "test": "McNemar exact, one-sided (>)",
                         **mcnemar_exact(correct["self_distilled_ensemble"],
@@ -225,12 +197,10 @@ def kd_names_in(correct):
 
 
 def kd_name(seed):
-    return "distilled" if seed == NUM_MEMBERS else f"distilled_{seed}"
+    """The KD student of `seed`; seed 5's is `--mode=analyze`'s own `distilled`."""
+    from tfkd.modes.analyze import pair_names
 
-
-def independent_name(seed):
-    """The KD student's control; seed 5's is `--mode=analyze`'s own `independent`."""
-    return "independent" if seed == NUM_MEMBERS else f"independent_{seed}"
+    return pair_names(seed, NUM_MEMBERS)[0]
 
 
 def kd_seeds(kd_students):
@@ -320,39 +290,33 @@ def run_all(config, workdir, kd_students, self_distillation=True):
 def run_inheritance(config, workdir, splits, kd_students):
     """Each KD student against the ensemble, beside its control (an independent student of
     its seed, trained here or reused), all measured in one `analyze.measure` call (the
-    attacks are made once, against the ensemble). Returns (measure's result, its table)."""
-    from tfkd.ensemble import Ensemble
-    from tfkd.modes import analyze, fit, inputs, results
+    attacks are made once, against the ensemble), and summarised over the seeds
+    (`analyze.summarize`). Returns (measure's result, summarize's records)."""
+    import dataclasses
 
-    members, _ = inputs.load_members(config, workdir, splits)
-    _, teachers = inputs.ensemble_teachers(config, workdir, splits)
-    progress = results.Progress(2 * kd_students)
-    students = {}
-    for seed in kd_seeds(kd_students):
-        students[kd_name(seed)], _ = fit.fit_model(
-            config, workdir, splits, name=kd_name(seed), kind="distilled", seed=seed,
-            teachers=teachers, progress=progress)
-        students[independent_name(seed)], _ = fit.fit_model(
-            config, workdir, splits, name=independent_name(seed), kind="independent",
-            seed=seed, progress=progress)
-    teacher = Ensemble(members, average=config.teacher_average, name="teachers")
-    result, table, _, _ = analyze.measure(config, splits, members, teacher, students)
-    return result, table
+    from tfkd.modes import analyze, inputs, results
+
+    pairs = analyze.student_names(dataclasses.replace(config, analysis_students=kd_students))
+    members, teachers = inputs.ensemble_teachers(config, workdir, splits)
+    students = analyze.train_students(config, workdir, splits, teachers, pairs,
+                                      results.Progress(2 * kd_students))
+    result, table, _ = analyze.measure(config, splits, members, teachers.model, students)
+    return result, analyze.summarize(table, pairs)
 
 
-def inheritance_rows(table, kd_students):
-    """[(property, teacher value, distilled values, independent values, differences)], the
-    values listed per KD seed; a property a student has no value for (an attack that fooled
-    nothing it gets right) is left out of that seed's difference."""
-    def value(v):  # an attack with no example to score gives NaN
-        return None if v is None or not np.isfinite(v) else float(v)
-
+def inheritance_rows(records):
+    """[(property, teacher value, distilled values, independent values, differences, paired
+    test)] of `analyze.summarize`'s records, the values listed per KD seed; a property a
+    student has no value for (an attack that fooled nothing it gets right) is left out of
+    that seed's difference; skipped properties are left out."""
     rows = []
-    for prop, teacher, values in table:
-        d = [value(values[kd_name(s)]) for s in kd_seeds(kd_students)]
-        i = [value(values[independent_name(s)]) for s in kd_seeds(kd_students)]
-        diff = [None if a is None or b is None else a - b for a, b in zip(d, i)]
-        rows.append((prop, value(teacher), d, i, diff))
+    for r in records:
+        if r["skipped"]:
+            continue
+        seeds = r["per_seed"]
+        rows.append((r["property"], r["teacher"], [p["distilled"]["value"] for p in seeds],
+                     [p["independent"]["value"] for p in seeds],
+                     [p["difference"] for p in seeds], r["paired_test"]))
     return rows
 
 
@@ -465,24 +429,16 @@ def plot(rows, kd_students, path, title, test_images):
     plt.close(figure)
 
 
-def spread(values):
-    values = [v for v in values if v is not None]
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.4f}"
-    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
-
-
 def inheritance_table(rows, kd_students):
     seeds = ", ".join(str(s) for s in kd_seeds(kd_students))
     lines = [f"| property | teacher (ensemble) | KD students | independent students | "
-             f"distilled − independent | per seed ({seeds}) |",
-             "|---|---:|---:|---:|---:|---|"]
-    for prop, teacher, d, i, diff in rows:
+             f"distilled − independent | paired t, p | per seed ({seeds}) |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for prop, teacher, d, i, diff, test in rows:
         per_seed = ", ".join("-" if v is None else f"{v:+.4f}" for v in diff)
+        p = "-" if test is None or test["p"] is None else p_text(test["p"])
         lines.append(f"| {prop} | {'' if teacher is None else f'{teacher:.4f}'} | {spread(d)} "
-                     f"| {spread(i)} | {spread(diff)} | {per_seed} |")
+                     f"| {spread(i)} | {spread(diff)} | {p} | {per_seed} |")
     return lines
 
 
@@ -496,7 +452,7 @@ def plot_inheritance(rows, path, title):
     from tfkd.workdir import save_figure
 
     figure, ax = plt.subplots(figsize=(7.5, 0.45 * len(rows) + 1.2))
-    for y, (prop, _, _, _, diff) in enumerate(rows):
+    for y, (prop, _, _, _, diff, _) in enumerate(rows):
         values = np.array([v for v in diff if v is not None])
         if values.size:
             ax.barh(y, values.mean(), color="#55a868", alpha=0.35, height=0.6)
@@ -514,8 +470,8 @@ def plot_inheritance(rows, path, title):
 def inheritance_report(config, args, inherited):
     """(Markdown lines, JSON record) of `run_inheritance`'s result; draws its plot beside
     --plot."""
-    result, table = inherited
-    inherit_rows = inheritance_rows(table, args.kd_students)
+    result, records = inherited
+    inherit_rows = inheritance_rows(records)
     inherit_plot = os.path.splitext(args.plot)[0] + "_inheritance.png"
     plot_inheritance(inherit_rows, inherit_plot,
                      f"What the KD students inherit from the ensemble "
@@ -531,7 +487,8 @@ def inheritance_report(config, args, inherited):
     record = {"examples": result["examples"], "adversarial": result["adversarial"],
               "epsilon_absolute": result["epsilon_absolute"],
               "rows": [dict(zip(("property", "teacher", "distilled", "independent",
-                                 "difference"), r)) for r in inherit_rows]}
+                                 "difference", "paired_test"), r)) for r in inherit_rows],
+              "properties": records}
     return lines, record
 
 

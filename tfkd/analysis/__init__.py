@@ -5,7 +5,8 @@ Pure functions over Keras models and NumPy arrays, one property per module:
   gradcam      Grad-CAM maps and their similarity (localisation);
   adversarial  FGSM / PGD and teacher-to-student transfer (adversarial vulnerability);
   invariance   photometric jitter and prediction consistency (invariance);
-  figures      PNG bar chart of a property table and a Grad-CAM grid.
+  figures      PNG bar chart of a property table and a Grad-CAM grid;
+  stats        counts with confidence intervals, mean ± std and paired tests over seeds.
 """
 
 import importlib
@@ -16,6 +17,7 @@ _EXPORTS = {
     "compare": "tfkd.analysis.inheritance",
     "property_table": "tfkd.analysis.inheritance",
     "find_last_conv_layer": "tfkd.analysis.gradcam",
+    "feature_layer": "tfkd.analysis.gradcam",
     "grad_cam": "tfkd.analysis.gradcam",
     "map_similarity": "tfkd.analysis.gradcam",
     "mean_map_similarity": "tfkd.analysis.gradcam",
@@ -27,6 +29,12 @@ _EXPORTS = {
     "consistency": "tfkd.analysis.invariance",
     "plot_property_table": "tfkd.analysis.figures",
     "plot_gradcam_grid": "tfkd.analysis.figures",
+    "gradcam_figure": "tfkd.analysis.figures",
+    "rate": "tfkd.analysis.stats",
+    "mean_interval": "tfkd.analysis.stats",
+    "wilson_interval": "tfkd.analysis.stats",
+    "paired_mean_test": "tfkd.analysis.stats",
+    "mcnemar_exact": "tfkd.analysis.stats",
 }
 
 __all__ = sorted(_EXPORTS)

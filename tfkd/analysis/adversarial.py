@@ -145,8 +145,9 @@ def transfer(
 
     Returns:
       dict with "teacher_fooled" (float), "num_teacher_correct" and "num_teacher_fooled"
-      (ints), "transfer" (name -> float) and "num_transfer_examples" (name -> int, the
-      denominator). NOTE: a rate with a zero denominator is NaN, not 0.
+      (ints), "transfer" (name -> float), "num_transfer_examples" (name -> int, the
+      denominator) and "num_transferred" (name -> int, the numerator). NOTE: a rate with
+      a zero denominator is NaN, not 0.
     """
     if attack not in ATTACKS:
         raise ValueError(f"`attack` must be one of {ATTACKS}; got {attack!r}.")
@@ -173,12 +174,14 @@ def transfer(
         "num_teacher_fooled": int(teacher_fools.sum()),
         "transfer": {},
         "num_transfer_examples": {},
+        "num_transferred": {},
     }
     for name, student in students.items():
         candidates = teacher_fools & correct(student, x)
         fooled = candidates & ~correct(student, x_adv)
         result["transfer"][name] = _rate(fooled, candidates)
         result["num_transfer_examples"][name] = int(candidates.sum())
+        result["num_transferred"][name] = int(fooled.sum())
     return result
 
 

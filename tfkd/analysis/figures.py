@@ -59,19 +59,21 @@ def _display_image(image):
     return image[..., 0] if image.shape[-1] == 1 else image[..., :3]
 
 
-def plot_gradcam_grid(images, maps, path, max_rows=8, alpha=0.5):
-    """Grid of Grad-CAM maps: rows are images, columns the input and each model's map.
+def gradcam_figure(images, maps, labels=None, predictions=None, class_names=None,
+                   max_rows=8, alpha=0.5):
+    """The Grad-CAM grid as a matplotlib `Figure`: rows are images, columns the input and each
+    model's map, with a colour bar of the map's scale (images).
 
     Args:
       images: (N, H, W, C) inputs, or (N, L, C) signals.
       maps: dict column title -> (N, H, W) or (N, L) maps in [0, 1], in column order,
         usually {"teacher": ..., "distilled": ..., "independent": ...}.
-      path: the PNG written.
+      labels: optional (N,) true classes, written under each input.
+      predictions: optional dict column title -> (N,) predicted classes, written under that
+        model's map (the class its map explains).
+      class_names: optional names of the classes (default: their indices).
       max_rows: at most this many images (the first ones) are shown.
       alpha: opacity of a map over its image.
-
-    Returns:
-      `path`.
     """
     images = np.asarray(images)
     if images.ndim not in (3, 4) or len(images) == 0:
@@ -87,10 +89,20 @@ def plot_gradcam_grid(images, maps, path, max_rows=8, alpha=0.5):
                 f"maps {title!r} must have shape {images.shape[:-1]} to match `images`; "
                 f"got {m.shape}."
             )
+    predictions = {title: np.asarray(p) for title, p in (predictions or {}).items()}
+    unknown = set(predictions) - set(maps)
+    if unknown:
+        raise ValueError(f"`predictions` names {sorted(unknown)}, which have no maps.")
+
+    def name(index):
+        return str(class_names[int(index)]) if class_names is not None else str(int(index))
+
     num_rows = min(len(images), int(max_rows))
     titles = ["input", *maps]
-    figure = Figure(figsize=(1.6 * len(titles), 1.6 * num_rows))
+    figure = Figure(figsize=(1.6 * len(titles) + (0.6 if images.ndim == 4 else 0),
+                             1.8 * num_rows))
     grid = figure.subplots(num_rows, len(titles), squeeze=False)
+    shown_map = None
     for row in range(num_rows):
         shown = _display_image(images[row])
         for column, title in enumerate(titles):
@@ -98,7 +110,8 @@ def plot_gradcam_grid(images, maps, path, max_rows=8, alpha=0.5):
             if images.ndim == 4:
                 axes.imshow(shown, cmap="gray" if shown.ndim == 2 else None)
                 if column:
-                    axes.imshow(maps[title][row], cmap="jet", alpha=alpha, vmin=0.0, vmax=1.0)
+                    shown_map = axes.imshow(maps[title][row], cmap="jet", alpha=alpha,
+                                            vmin=0.0, vmax=1.0)
                 axes.set_xticks([])
                 axes.set_yticks([])
             else:
@@ -107,6 +120,21 @@ def plot_gradcam_grid(images, maps, path, max_rows=8, alpha=0.5):
                     axes.plot(maps[title][row], color="tab:red")
                 axes.set_ylim(-0.05, 1.05)
                 axes.set_yticks([])
+            if column == 0 and labels is not None:
+                axes.set_xlabel(f"true: {name(labels[row])}", fontsize=8)
+            elif column and title in predictions:
+                axes.set_xlabel(f"predicted: {name(predictions[title][row])}", fontsize=8)
             if row == 0:
                 axes.set_title(title, fontsize=9)
-    return _save(figure, path)
+    if shown_map is not None:
+        # One scale for every map: each is divided by its own maximum (gradcam.grad_cam).
+        figure.colorbar(shown_map, ax=grid, fraction=0.04, pad=0.02,
+                        label="Grad-CAM (each map / its maximum)")
+    return figure
+
+
+def plot_gradcam_grid(images, maps, path, max_rows=8, alpha=0.5, labels=None,
+                      predictions=None, class_names=None):
+    """`gradcam_figure(...)` saved as a PNG at `path`; returns `path`."""
+    return _save(gradcam_figure(images, maps, labels=labels, predictions=predictions,
+                                class_names=class_names, max_rows=max_rows, alpha=alpha), path)

@@ -40,6 +40,30 @@ def find_last_conv_layer(model):
     )
 
 
+def feature_layer(model, layer_name=None, input_rank=4):
+    """The layer whose feature maps Grad-CAM weighs, for inputs of rank `input_rank` (batch
+    axis included): `layer_name`, or by default `find_last_conv_layer(model)`. A ValueError
+    naming the model when it has no such layer or the layer's output is not a feature map
+    of the inputs' rank; so whether Grad-CAM applies is known from the model alone."""
+    if input_rank not in (3, 4):
+        raise ValueError(
+            f"Grad-CAM needs inputs with spatial axes, (N, H, W, C) or (N, L, C); got inputs "
+            f"of rank {input_rank}."
+        )
+    if layer_name is None:
+        layer_name = find_last_conv_layer(model)
+    try:
+        layer = model.get_layer(layer_name)
+    except ValueError:
+        raise ValueError(f"model {_checks.model_name(model)} has no layer {layer_name!r}.")
+    if _output_rank(layer) != input_rank:
+        raise ValueError(
+            f"layer {layer_name!r} of model {_checks.model_name(model)} outputs rank "
+            f"{_output_rank(layer)}, not a feature map of the inputs' rank {input_rank}."
+        )
+    return layer
+
+
 def _class_indices(class_index, num_examples, num_classes):
     """None, or (N,) int32 class indices from an int or an (N,) array."""
     if class_index is None:
@@ -121,17 +145,7 @@ def grad_cam(model, x, layer_name=None, class_index=None, batch_size=128):
         raise ValueError(
             f"`x` must have shape (N, H, W, C) or (N, L, C); got shape {x.shape}."
         )
-    if layer_name is None:
-        layer_name = find_last_conv_layer(model)
-    try:
-        layer = model.get_layer(layer_name)
-    except ValueError:
-        raise ValueError(f"model {_checks.model_name(model)} has no layer {layer_name!r}.")
-    if _output_rank(layer) != x.ndim:
-        raise ValueError(
-            f"layer {layer_name!r} of model {_checks.model_name(model)} outputs rank "
-            f"{_output_rank(layer)}, not a feature map of the inputs' rank {x.ndim}."
-        )
+    layer = feature_layer(model, layer_name, x.ndim)
     forward = _features_and_logits(model, layer)
     num_classes = int(model.outputs[0].shape[-1])
     indices = _class_indices(class_index, len(x), num_classes)

@@ -9,7 +9,6 @@ student inherits the teacher's invariance to it. `jitter` draws the same transfo
 import numpy as np
 import tensorflow as tf
 
-from tfkd import metrics as metrics_lib
 from tfkd.analysis import _checks
 from tfkd.data.pipeline import jitter_images
 
@@ -93,31 +92,25 @@ def jitter(
 
 def consistency(
     model, x, n_views=5, brightness=BRIGHTNESS, contrast=CONTRAST, saturation=SATURATION,
-    hue=HUE, seed=0, value_range=(0.0, 1.0), batch_size=256,
+    hue=HUE, seed=0, value_range=(0.0, 1.0), batch_size=256, per_example=False,
 ):
     """Fraction of (example, view) pairs whose top-1 prediction equals the clean one.
 
     Each of `n_views` views is `jitter(x, ..., seed=<derived from seed and the view>)`;
     1.0 means the model's predictions are fully invariant to the jitter. Labels are not
-    needed: invariance is about the model agreeing with itself.
+    needed: invariance is about the model agreeing with itself. With `per_example`, the
+    (N, n_views) booleans instead (whose mean is the fraction).
     """
     n_views = _checks.positive_int(n_views, "n_views")
     batch_size = _checks.positive_int(batch_size, "batch_size")
     x = _checks.inputs(x, min_rank=3)
-    clean = _checks.predict_logits(model, x, batch_size)
+    clean = np.argmax(_checks.predict_logits(model, x, batch_size), axis=-1)
     view_seeds = np.random.SeedSequence(seed).generate_state(n_views)
-    agreements = [
-        metrics_lib.agreement(
-            clean,
-            _checks.predict_logits(
-                model,
-                jitter(x, brightness, contrast, saturation, hue, seed=int(view_seed),
-                       value_range=value_range),
-                batch_size,
-            ),
-        )
-        for view_seed in view_seeds
-    ]
-    # Every view has the same N examples, so the mean of per-view agreements is the
-    # fraction over all (example, view) pairs.
-    return float(np.mean(agreements))
+    same = np.stack([
+        np.argmax(_checks.predict_logits(
+            model,
+            jitter(x, brightness, contrast, saturation, hue, seed=int(view_seed),
+                   value_range=value_range),
+            batch_size), axis=-1) == clean
+        for view_seed in view_seeds], axis=1)
+    return same if per_example else float(np.mean(same))

@@ -22,7 +22,7 @@ from tfkd.data import tfds_loader as _tfds_loader  # noqa: F401  ("tfds:", the f
 from tfkd.data.multiview import load_multiview
 from tfkd.data.pipeline import augmented_views, make_tf_dataset
 from tfkd.data.registry import (DATASETS, SOURCES, DatasetError, Splits, accepted_forms,
-                                check_dataset_name, dataset_names, load_dataset,
+                                check_dataset_name, dataset_names, display_name, load_dataset,
                                 register_dataset, register_source)
 
 # The generated multi-view data of Allen-Zhu & Li with its default parameters (seeded by
@@ -30,5 +30,6 @@ from tfkd.data.registry import (DATASETS, SOURCES, DatasetError, Splits, accepte
 register_dataset("multiview")(load_multiview)
 
 __all__ = ["DATASETS", "SOURCES", "DatasetError", "Splits", "accepted_forms", "augmented_views",
-           "check_dataset_name", "dataset_names", "load_dataset", "make_tf_dataset",
+           "check_dataset_name", "dataset_names", "display_name", "load_dataset",
+           "make_tf_dataset",
            "register_dataset", "register_source"]

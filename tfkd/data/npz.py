@@ -21,7 +21,6 @@ import os
 import zipfile
 import zlib
 
-import numpy as np
 from numpy.lib import format as npy_format
 
 from tfkd.data.arrays import splits_from_arrays
