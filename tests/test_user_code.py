@@ -408,12 +408,23 @@ def library_example(name):
     return match.group(1)
 
 
-@pytest.mark.parametrize("name", ["tune", "checkpoint"])
+@pytest.mark.parametrize("name", ["tune", "checkpoint", "analysis", "optimal_alpha"])
 def test_library_examples_run(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace = {}
     exec(compile(library_example(name), f"docs/library.md example {name}", "exec"), namespace)
-    if name == "tune":
+    if name == "analysis":
+        assert 0.0 <= namespace["found"]["agreement"] <= 1.0
+        assert 0.0 <= namespace["similarity"] <= 1.0
+        k, n = namespace["k"], namespace["n"]
+        assert n > 0 and namespace["attack"]["transfer"]["student"] == pytest.approx(k / n)
+        assert namespace["low95"] <= k / n <= namespace["high95"]
+    elif name == "optimal_alpha":
+        g, h, r = namespace["g"], namespace["h"], namespace["reference"]
+        grid = np.linspace(0, 1, 10001)
+        errors = [np.sum((a * g + (1 - a) * h - r) ** 2) for a in grid]
+        assert namespace["alpha"] == pytest.approx(grid[int(np.argmin(errors))], abs=2e-4)
+    elif name == "tune":
         assert namespace["best"].built
         assert keras.saving.load_model(tmp_path / "student.keras").output_shape == (None, 10)
     else:
