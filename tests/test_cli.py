@@ -301,3 +301,39 @@ def test_a_student_of_another_architecture_lives_beside_the_members(tmp_path):
     # Each re-run finds its own student finished.
     cnn = ok(tfkd("--mode=distill", "--model=cnn", *common))
     assert "distilled_cnn" in cnn.stderr and "reused" in cnn.stderr.lower()
+
+
+@pytest.mark.parametrize("argv,fits", [
+    (["--num_models=1000"], 1000 + 1 + 1000),
+    (["--mode=self_distill", "--num_models=10000", "--self_distill_steps=1000"],
+     10000 + 10_000_000),
+    (["--mode=self_distill", "--num_models=60", "--self_distill_steps=2",
+      "--self_distill_alpha=optimal"], 60 + 240),
+    (["--mode=tune", "--max_trials=500"], 500),
+    (["--mode=train", "--num_models=201"], 201),
+])
+def test_a_run_of_many_fits_is_refused_before_it_starts(tmp_path, argv, fits):
+    """A slip such as --num_models=1000 plans days of fits: refused with the count before
+    anything loads, until --max_fits says to go ahead (--smoke refuses it too)."""
+    workdir = tmp_path / "w"
+    for extra in ([], ["--smoke"]):
+        result = tfkd(*argv, *extra, f"--workdir={workdir}")
+        assert result.returncode == 2, result.stderr[-2000:]
+        errors = [ln for ln in result.stderr.splitlines() if ln.startswith("tfkd: error:")]
+        assert len(errors) == 1 and f"plans {fits:,} model fits" in errors[0]
+        assert f"--max_fits={fits} to go ahead" in errors[0]
+        assert not workdir.exists()
+    # Below the limit nothing is refused; the plan is printed at the start of a run.
+    from tfkd.config import Config
+    from tfkd.modes import planned_fits
+
+    settings = dict(a.lstrip("-").split("=", 1) for a in argv)
+    config = Config(**{**{k: (int(v) if v.isdigit() else v) for k, v in settings.items()},
+                       "max_fits": fits})
+    assert planned_fits(config) == fits
+
+
+def test_the_plan_is_printed_at_the_start(tmp_path):
+    result = ok(tfkd("--mode=train", "--smoke", "--model=mlp", "--num_models=2",
+                     f"--workdir={tmp_path / 'w'}"))
+    assert "tfkd: plan: at most 2 model fits of 1 epoch each" in result.stderr

@@ -326,7 +326,7 @@ def _run(used):
     # Deferred: importing TensorFlow takes seconds that --help should not cost.
     from tfkd import report
     from tfkd.data.registry import display_name
-    from tfkd.modes import OWN_STRATEGY_SCOPE, get_mode
+    from tfkd.modes import OWN_STRATEGY_SCOPE, get_mode, plan_text
     from tfkd.workdir import Workdir, WorkdirBusy, first_missing
 
     setup_logging()
@@ -364,6 +364,7 @@ def _run(used):
     logging.info("tfkd: mode=%s dataset=%s model=%s strategy=%s (%d replicas) workdir=%s",
                  config.mode, config.dataset, config.model, type(strategy).__name__.lstrip("_"),
                  strategy.num_replicas_in_sync, workdir.root)
+    logging.info("tfkd: %s", plan_text(config))
     try:
         if config.mode in OWN_STRATEGY_SCOPE:
             get_mode(config.mode)(config, workdir, strategy=strategy)

@@ -162,6 +162,10 @@ class Config:
         "than always predicting the most common class. Without it such a model has learned "
         "nothing: the run stops (exit code 1) and the model is not saved as finished. "
         "--smoke runs are not checked.", remember=False)
+    max_fits: int = setting(
+        200, "run", "Refuse a run that plans more model fits than this (--num_models=1000 "
+        "by a slip is days of work); the plan is printed at start. Raise it to go ahead.",
+        rule=whole(1), remember=False)
     smoke: bool = setting(
         False, "training", "Shrink any recipe to seconds: 1 epoch, <= 2 members and steps, at "
         "most 4 batches (256 examples) and the smallest network of the model's family; for "
@@ -393,6 +397,15 @@ class Config:
                               f"{self.warmup_epochs} warm-up epochs")
         if not self.workdir:
             raise ConfigError("workdir must not be empty")
+        from tfkd.modes import planned_fits
+
+        fits = planned_fits(self)
+        if fits > self.max_fits:
+            raise ConfigError(
+                f"--mode={self.mode} with these settings plans {fits:,} model fits of "
+                f"{self.epochs} epochs each ({fits * self.epochs:,} epochs in all), more than "
+                f"--max_fits={self.max_fits}; check --num_models and --self_distill_steps, or "
+                f"pass --max_fits={fits} to go ahead")
 
     def hint(self):
         """The FitNets hint as a `tfkd.distiller.Hint`, or None without --hint_layer."""

@@ -19,7 +19,7 @@ import numpy as np
 from absl import logging
 
 from tfkd import cache, metrics
-from tfkd.modes import fit, inputs, results, store, train
+from tfkd.modes import fit, inputs, results, self_distill_fits, store, train
 from tfkd.theory import optimal_alpha
 from tfkd.workdir import write_json
 
@@ -38,11 +38,7 @@ def validation_probabilities(model, splits):
     return metrics.softmax(cache.predict_logits(model, splits.x_val).astype(np.float64))
 
 
-def num_fits(config):
-    """How many models the chains train: one per step and member, two with alpha=optimal
-    (the alpha = 0 probe and the step)."""
-    fits_per_step = 2 if "optimal" in config.step_alphas() else 1
-    return config.num_models * config.self_distill_steps * fits_per_step
+num_fits = self_distill_fits  # the one count, in the modes' registry
 
 
 def run(config, workdir, splits=None, progress=None):
