@@ -190,6 +190,11 @@ class Config:
         "(the same in every run), after the validation examples are carved from it "
         "(validation and test stay whole); 0: all.",
         rule=whole(0))
+    input_scaling: str = setting(
+        "auto", "data", "How images are prepared: auto (the source's own: scaled to [0, 1] and "
+        "standardised per channel with the training split's statistics), standardise, unit "
+        "([0, 1] only: for teachers trained on such inputs) or none (as stored). For TFDS, "
+        "keras:, folder: and npz: data.", choices="tfkd.data.arrays:INPUT_SCALINGS")
     image_size: int = setting(
         0, "data", "Resize images to N x N (TFDS, keras:, folder:, npz: sources; for sets "
         "whose images vary in size). 0: native size.", rule=whole(0, 4096))
@@ -372,7 +377,8 @@ class Config:
 
         try:
             check_dataset_name(self.dataset, data_dir=self.data_dir,
-                               image_size=self.image_size or None)
+                               image_size=self.image_size or None,
+                               input_scaling=self.input_scaling)
         except DatasetError as e:
             raise ConfigError(str(e)) from None
         if not self.tune_params:

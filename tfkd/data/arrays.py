@@ -80,6 +80,34 @@ def carve(y, count, seed):
     return held, kept
 
 
+# How an image source prepares its inputs (--input_scaling): choice -> what it does. "auto"
+# is each source's own; the others apply to the sources that carve their splits here.
+INPUT_SCALINGS = {
+    "auto": "the source's own: images scaled to [0, 1] and standardised per channel with the "
+            "training split's statistics (digits, mnist1d and multiview keep their own)",
+    "standardise": "scaled to [0, 1], then standardised per channel with the training split's "
+                   "statistics",
+    "unit": "scaled to [0, 1] (8-bit images divided by 255), not standardised",
+    "none": "the values as stored, as float32",
+}
+
+
+def prepare(x_train, others, scale, scaling=None):
+    """(x_train, others) as float32, prepared as `scaling` (INPUT_SCALINGS) says; None and
+    "auto" standardise."""
+    if scaling in (None, "auto", "standardise"):
+        x_train, others, _ = standardise(x_train, others, scale)
+        return x_train, others
+    factor = np.float32(scale if scaling == "unit" else 1.0)
+
+    def apply(x):
+        out = x.astype(np.float32)
+        out *= factor
+        return out
+
+    return apply(x_train), [apply(x) for x in others]
+
+
 def standardise(x_train, others, scale):
     """x scaled by `scale`, then standardised per channel (last axis) with train statistics."""
     scale = np.float32(scale)
@@ -188,6 +216,7 @@ def splits_from_arrays(
     name: str, x_pool, y_pool, x_test, y_test, *, split_seed: int,
     val_size: Optional[float], num_classes: Optional[int] = None,
     image_size: Optional[int] = None, scale: Optional[float] = None,
+    input_scaling: Optional[str] = None,
 ) -> Splits:
     """Checks the arrays, carves validation out of (x_pool, y_pool) and standardises
     everything with the training part's per-channel statistics.
@@ -206,6 +235,7 @@ def splits_from_arrays(
         the training data has.
       image_size: resize images (n, h, w, c) to image_size x image_size first.
       scale: multiplies x before standardising; None: 1/255 for uint8 x, else 1.
+      input_scaling: a key of INPUT_SCALINGS; None is "auto" (standardise).
     """
     y_pool = class_labels(y_pool, name, "train")
     y_test = class_labels(y_test, name, "test")
@@ -245,7 +275,7 @@ def splits_from_arrays(
                                    f"0..{num_classes - 1}")
     n_val = held_out_count(val_size, len(x_pool), name)
     val_idx, train_idx = carve(y_pool, n_val, split_seed)
-    x_train, (x_val, x_test), _ = standardise(x_pool[train_idx], [x_pool[val_idx], x_test],
-                                              scale)
+    x_train, (x_val, x_test) = prepare(x_pool[train_idx], [x_pool[val_idx], x_test], scale,
+                                       input_scaling)
     return Splits(name, int(num_classes), tuple(int(d) for d in x_train.shape[1:]),
                   x_train, y_pool[train_idx], x_val, y_pool[val_idx], x_test, y_test)

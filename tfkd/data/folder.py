@@ -130,11 +130,11 @@ def _read(directory, image_size, color_mode, name, paths):
     return np.concatenate(images), np.concatenate(labels)
 
 
-@register_source("folder", form="folder:PATH", check=check_folder, options=("image_size",),
+@register_source("folder", form="folder:PATH", check=check_folder, options=("image_size", "input_scaling"),
                  usage="folder:PATH (one sub-folder of images per class, optionally under "
                        "train/ and test/)")
 def load_folder(path: str, *, split_seed: int = 0, val_size=None, data_dir=None,
-                image_size=None) -> Splits:
+                image_size=None, input_scaling=None) -> Splits:
     """The images under `path` as `Splits`; see the module docstring for the layouts."""
     del data_dir  # refused by the registry
     name = f"folder:{path}"
@@ -177,4 +177,4 @@ def load_folder(path: str, *, split_seed: int = 0, val_size=None, data_dir=None,
                                           y_all[test_idx])
     # image_dataset_from_directory yields float32 in [0, 255] whatever the file type.
     return splits_from_arrays(name, x_pool, y_pool, x_test, y_test, split_seed=split_seed,
-                              val_size=val_size, scale=1 / 255.0)
+                              val_size=val_size, scale=1 / 255.0, input_scaling=input_scaling)

@@ -128,10 +128,11 @@ def check_keras_name(name: str) -> None:
 
 
 @register_source(
-    "keras", form="keras:NAME", check=check_keras_name, options=("image_size",),
+    "keras", form="keras:NAME", check=check_keras_name,
+    options=("image_size", "input_scaling"),
     usage=f"keras:NAME (NAME: {', '.join(sorted(KERAS_DATASETS))})")
 def load_keras(name: str, *, split_seed: int = 0, val_size=None, data_dir=None,
-               image_size=None) -> Splits:
+               image_size=None, input_scaling=None) -> Splits:
     """`keras.datasets.NAME.load_data()` as `Splits`: validation carved from the training
     data (10% unless `val_size`), per-channel standardisation with its statistics, grey
     images given a channel axis ((28, 28) -> (28, 28, 1), as TFDS has them)."""
@@ -159,4 +160,5 @@ def load_keras(name: str, *, split_seed: int = 0, val_size=None, data_dir=None,
                            f"download them again") from None
     return splits_from_arrays(f"keras:{name}", x_pool, y_pool, x_test, y_test,
                               split_seed=split_seed, val_size=val_size,
-                              num_classes=spec.num_classes, image_size=image_size)
+                              num_classes=spec.num_classes, image_size=image_size,
+                              input_scaling=input_scaling)

@@ -117,13 +117,15 @@ def _read_archive(path, name):
         return arrays
 
 
-@register_source("npz", form="npz:PATH", check=check_npz, options=("image_size",),
+@register_source("npz", form="npz:PATH", check=check_npz,
+                 options=("image_size", "input_scaling"),
                  usage=f"npz:PATH (a .npz with {', '.join(ARRAYS)})")
 def load_npz(path: str, *, split_seed: int = 0, val_size=None, data_dir=None,
-             image_size=None) -> Splits:
+             image_size=None, input_scaling=None) -> Splits:
     """The archive at `path` as `Splits` (see the module docstring)."""
     del data_dir  # refused by the registry
     name = f"npz:{path}"
     arrays = _read_archive(os.path.expanduser(path), name)
     return splits_from_arrays(name, *(arrays[a] for a in ARRAYS), split_seed=split_seed,
-                              val_size=val_size, image_size=image_size)
+                              val_size=val_size, image_size=image_size,
+                              input_scaling=input_scaling)

@@ -22,7 +22,7 @@ import numpy as np
 
 SPLIT_NAMES = ("train", "val", "test")
 # The loading options a source may take besides the split settings.
-OPTIONS = ("data_dir", "image_size")
+OPTIONS = ("data_dir", "image_size", "input_scaling")
 # Seeds the stratified subsets that --train_size, --smoke and --analysis_examples take. A
 # constant, not a setting: the subset then follows from the recorded settings alone.
 SUBSET_SEED = 0
@@ -223,12 +223,14 @@ def _resolve(name):
 
 
 def check_dataset_name(name: str, *, data_dir: Optional[str] = None,
-                       image_size: Optional[int] = None) -> None:
+                       image_size: Optional[int] = None,
+                       input_scaling: Optional[str] = None) -> None:
     """Raises DatasetError (one line, listing the accepted forms) unless some source takes
     `name` with these options. Reads no data: for settings to call before anything is
     trained."""
     source, _ = _resolve(name)
-    _check_options(name, source, data_dir, image_size)
+    _check_options(name, source, data_dir, image_size,
+                   None if input_scaling == "auto" else input_scaling)
 
 
 VAL_SIZE_ACCEPTED = "a fraction in (0, 1) or a whole number of examples >= 1"
@@ -250,8 +252,9 @@ def check_val_size(val_size) -> None:
         raise DatasetError(f"val_size must be {val_size_problem(val_size)}, got {val_size!r}")
 
 
-def _check_options(name, source, data_dir, image_size):
-    given = [option for option, value in zip(OPTIONS, (data_dir, image_size)) if value]
+def _check_options(name, source, data_dir, image_size, input_scaling=None):
+    given = [option for option, value in zip(OPTIONS, (data_dir, image_size, input_scaling))
+             if value]
     taken = source.options if source else ()
     refused = [option for option in given if option not in taken]
     if not refused:
@@ -266,6 +269,7 @@ def _check_options(name, source, data_dir, image_size):
 def load_dataset(
     name: str, *, split_seed: int = 0, val_size: Optional[float] = None,
     data_dir: Optional[str] = None, image_size: Optional[int] = None,
+    input_scaling: Optional[str] = None,
 ) -> Splits:
     """Loads dataset `name` with train / validation / test splits.
 
@@ -283,11 +287,15 @@ def load_dataset(
         of 4,000; every other source: 10% of its training data).
       data_dir: where TFDS keeps prepared data (TFDS names only).
       image_size: resize images to image_size x image_size (TFDS, keras:, folder:, npz:).
+      input_scaling: how images are prepared (TFDS, keras:, folder:, npz:): a key of
+        `tfkd.data.arrays.INPUT_SCALINGS` other than "auto"; None: the source's own.
     """
     check_val_size(val_size)
     source, argument = _resolve(name)
-    _check_options(name, source, data_dir, image_size)
+    input_scaling = None if input_scaling == "auto" else input_scaling
+    _check_options(name, source, data_dir, image_size, input_scaling)
     if source is None:
         return DATASETS[name](split_seed=split_seed, val_size=val_size)
+    extra = {"input_scaling": input_scaling} if input_scaling else {}
     return source.load(argument, split_seed=split_seed, val_size=val_size,
-                       data_dir=data_dir, image_size=image_size)
+                       data_dir=data_dir, image_size=image_size, **extra)

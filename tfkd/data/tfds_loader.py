@@ -173,17 +173,18 @@ def _read_split(builder, split, image_size):
 
 
 @register_source(
-    "tfds", form="TFDS names", check=check_tfds_name, options=("data_dir", "image_size"),
+    "tfds", form="TFDS names", check=check_tfds_name, options=("data_dir", "image_size", "input_scaling"),
     examples=KNOWN_TFDS_DATASETS, fallback=True,
     usage=f"a TensorFlow Datasets image-classification set ({', '.join(KNOWN_TFDS_DATASETS)}, "
           "...; also as tfds:NAME)")
-def _load_source(name, *, split_seed, val_size, data_dir, image_size):
+def _load_source(name, *, split_seed, val_size, data_dir, image_size, input_scaling=None):
     return load_tfds(name, split_seed=split_seed, val_size=val_size, data_dir=data_dir,
-                     image_size=image_size)
+                     image_size=image_size, input_scaling=input_scaling)
 
 
 def load_tfds(name: str, *, split_seed: int = 0, val_size: Optional[float] = None,
-              data_dir: Optional[str] = None, image_size: Optional[int] = None) -> Splits:
+              data_dir: Optional[str] = None, image_size: Optional[int] = None,
+              input_scaling: Optional[str] = None) -> Splits:
     """Loads TFDS image-classification set `name` as train / validation / test `Splits`.
 
     Args:
@@ -197,6 +198,7 @@ def load_tfds(name: str, *, split_seed: int = 0, val_size: Optional[float] = Non
         otherwise a DatasetError says how to prepare it offline.
       image_size: resize images to image_size x image_size (needed by sets whose images
         vary in size); None keeps the native size.
+      input_scaling: a key of `tfkd.data.arrays.INPUT_SCALINGS`; None standardises.
 
     TFDS's own INFO lines are muted while loading: they share absl's logger with tfkd's
     progress lines.
@@ -212,12 +214,13 @@ def load_tfds(name: str, *, split_seed: int = 0, val_size: Optional[float] = Non
     absl_logger.setLevel(max(absl_logger.getEffectiveLevel(), std_logging.WARNING))
     try:
         return _load_tfds(name, split_seed=split_seed, val_size=val_size, data_dir=data_dir,
-                          image_size=image_size)
+                          image_size=image_size, input_scaling=input_scaling)
     finally:
         absl_logger.setLevel(level)
 
 
-def _load_tfds(name, *, split_seed, val_size, data_dir, image_size) -> Splits:
+def _load_tfds(name, *, split_seed, val_size, data_dir, image_size,
+               input_scaling=None) -> Splits:
     """`load_tfds` without the logging guard."""
     tfds = _tfds()
     try:
@@ -246,7 +249,7 @@ def _load_tfds(name, *, split_seed, val_size, data_dir, image_size) -> Splits:
 
     x_pool, y_pool = _read_split(builder, "train", image_size)
     x_test, y_test = _read_split(builder, "test", image_size)
-    # NOTE: resized images arrive as float32 in [0, 255] and are not scaled to [0, 1]; the
-    # per-channel standardisation removes the scale either way.
+    # NOTE: resized images arrive as float32 in [0, 255]: scaled like the uint8 ones.
     return splits_from_arrays(name, x_pool, y_pool, x_test, y_test, split_seed=split_seed,
-                              val_size=val_size, num_classes=int(num_classes))
+                              val_size=val_size, num_classes=int(num_classes),
+                              scale=1 / 255.0, input_scaling=input_scaling)

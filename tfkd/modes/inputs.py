@@ -15,7 +15,8 @@ SMOKE_EXAMPLES = 256
 def load_splits(config):
     try:
         splits = load_dataset(config.dataset, val_size=config.val_size or None,
-                              data_dir=config.data_dir, image_size=config.image_size or None)
+                              data_dir=config.data_dir, image_size=config.image_size or None,
+                              input_scaling=config.input_scaling)
     except DatasetError as e:
         raise ConfigError(str(e)) from None
     problem = input_problem(config.model, splits.input_shape)

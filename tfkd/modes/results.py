@@ -109,7 +109,8 @@ def record_teachers(workdir, splits, members, paths):
 def teacher_problem(splits, row, recorded):
     """Why a teacher scoring `row` here looks wrong, or None (see `record_teachers`)."""
     advice = ("its inputs may be prepared otherwise than it was trained on (tfkd "
-              "standardises images with the training split's statistics)")
+              "standardises images with the training split's statistics; --input_scaling=unit "
+              "gives [0, 1] images, --input_scaling=none the values as stored)")
     if recorded and recorded.get("test_accuracy") is not None:
         known, n = float(recorded["test_accuracy"]), recorded.get("test_examples") or len(
             splits.y_test)
