@@ -11,15 +11,13 @@ import tensorflow as tf
 from absl import logging
 
 from tfkd import cache, optim, resume, runtime
+from tfkd.choices import CHECKPOINTS
 from tfkd.config import ConfigError, TrainingError
 from tfkd.data import make_tf_dataset
 from tfkd.distiller import Distiller, TeacherOutputError, check_teachers
 from tfkd.models import build_model
 from tfkd.modes import results, store
 
-# --checkpoint: which weights a training run keeps, as the validation metric whose best
-# epoch they come from (None: the last epoch's).
-CHECKPOINTS = {"last": None, "best_val": "val_loss"}
 EVAL_BATCH = 512
 
 # --smoke keeps a recipe's architecture family but not its size: a WRN-28-10 step takes
