@@ -99,3 +99,84 @@ def test_helpfull_shows_tfkds_settings_with_their_choices_then_absls_own_flags()
 
     assert "One of: " + ", ".join(choices_of("mode")) in " ".join(
         flags.FLAGS["mode"].help.split())
+
+
+def test_a_run_starts_quietly_says_its_devices_and_logs_each_epoch(tmp_path):
+    """A first run as a new user sees it: no TensorFlow start-up lines (with the user's
+    environment as it comes, without TF_CPP_MIN_LOG_LEVEL), one line of devices, and with
+    the default --verbose=0 one line per epoch of each model."""
+    env = {k: v for k, v in process_env().items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run(
+        [sys.executable, "-m", "tfkd", "--mode=train", "--dataset=mnist1d", "--model=mlp",
+         "--num_models=2", "--epochs=3", "--train_size=256", "--allow_chance",
+         f"--workdir={tmp_path / 'run'}"],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stderr.splitlines()
+    noise = [line for line in lines if line[:5] in ("E0000", "W0000", "I0000")
+             or line.startswith("WARNING: All log messages before absl")]
+    assert noise == [], done.stderr
+    assert len([line for line in lines if line.startswith("tfkd: devices: ")]) == 1, done.stderr
+    for member in ("member_0", "member_1"):
+        epochs = [line for line in lines if line.startswith(f"{member}: epoch ")]
+        assert [line.split()[2] for line in epochs] == ["1/3", "2/3", "3/3"], done.stderr
+        assert all("loss " in line and "val_accuracy " in line for line in epochs), epochs
+
+
+START_UP = (
+    "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+    "I0000 00:00:1796688718.334211   11994 port.cc:153] oneDNN custom operations are on. "
+    "You may see slightly different numerical results\n"
+    "I0000 00:00:1796688718.334551   11994 cudart_stub.cc:31] Could not find cuda drivers on "
+    "your machine, GPU will not be used.\n"
+    "I0000 00:00:1796688718.448631   11994 cpu_feature_guard.cc:227] This TensorFlow binary "
+    "is optimized to use available CPU instructions in performance-critical operations.\n"
+    "To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow "
+    "with the appropriate compiler flags.\n"
+    "E0000 00:00:1796688727.844302   11994 cuda_platform.cc:52] failed call to cuInit: "
+    "INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)\n")
+OTHERS = ("E0000 00:00:1796688727.844302   11994 some_op.cc:12] a real error\n"
+          "Fatal Python error: something a user must see\n")
+
+
+def test_tensorflows_start_up_lines_are_dropped_and_nothing_else(capfd, monkeypatch):
+    import os
+
+    from tfkd import runtime
+
+    for gpu in (False, True):
+        monkeypatch.setattr(runtime, "nvidia_present", lambda gpu=gpu: gpu)
+        with runtime.quiet_native_stderr():
+            os.write(2, (START_UP + OTHERS).encode())
+        err = capfd.readouterr().err
+        # Where an NVIDIA device exists, the GPU lines say why TensorFlow does not use it.
+        gpu_lines = [line + "\n" for line in START_UP.splitlines() if "cuda" in line]
+        assert err == ("".join(gpu_lines) if gpu else "") + OTHERS
+    with runtime.quiet_native_stderr(enabled=False):  # a user's own TF_CPP_MIN_LOG_LEVEL
+        os.write(2, START_UP.encode())
+    assert capfd.readouterr().err == START_UP
+
+
+def test_the_choices_are_the_implementations_names():
+    """The settings read their choices from tfkd.choices without TensorFlow; the modules
+    that implement them take the same names from there, and implement each."""
+    import keras_tuner
+
+    from tfkd import ensemble, losses, models, optim
+    from tfkd.config import choices_of
+    from tfkd.data import pipeline
+    from tfkd.modes import fit, tune
+
+    assert set(choices_of("model")) <= set(models.MODELS)
+    assert {name for name, builder in models.MODELS.items()
+            if builder.__module__.startswith("tfkd.")} == set(choices_of("model"))
+    assert tuple(losses.DISTILLATION_LOSSES) == choices_of("distillation_loss")
+    assert all(issubclass(c, losses.keras.losses.Loss) for c in losses.DISTILLATION_LOSSES.values())
+    assert tuple(tune.TUNERS) == choices_of("tuner")
+    assert all(issubclass(c, keras_tuner.Tuner) for c in tune.TUNERS.values())
+    assert pipeline.AUGMENTATIONS == choices_of("augment")
+    assert (optim.OPTIMIZERS, optim.LR_SCHEDULES) == (choices_of("optimizer"),
+                                                      choices_of("lr_schedule"))
+    assert tuple(fit.CHECKPOINTS) == choices_of("checkpoint")
+    assert ensemble.AVERAGES == choices_of("teacher_average")
+    assert tuple(tune.SEARCHABLE) == choices_of("tune_params")

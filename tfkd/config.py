@@ -169,8 +169,10 @@ class Config:
         "most 4 batches (256 examples) and the smallest network of the model's family; for "
         "tests.")
     verbose: int = setting(
-        0, "run", "Keras fit verbosity: 0 = one line per model, 1 = progress bars, 2 = one "
-        "line per epoch.", choices=(0, 1, 2), remember=False)
+        0, "run", "Progress while a model trains: 0 = tfkd's line per epoch (loss, "
+        "validation loss and accuracy, seconds); 1 = Keras's progress bars; 2 = Keras's line "
+        "per epoch. Each finished model gets one line in any case.", choices=(0, 1, 2),
+        remember=False)
 
     # --- data ----------------------------------------------------------------------------
     dataset: str = setting(

@@ -107,18 +107,28 @@ def quiet_native_stderr(enabled=True):
         return
     noise = [NOISE] if nvidia_present() else [NOISE, GPU_NOISE]
     with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
         try:
+            os.dup2(held.fileno(), 2)
             yield
         finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
+            # A stop signal's raise (request_stop) may land anywhere here: stderr is put
+            # back first, whatever happens (dup2 again is harmless), so that the stop's
+            # line, written later, is seen; then the stop goes on.
+            stop = None
+            while True:
+                try:
+                    os.dup2(saved, 2)
+                    break
+                except BaseException as e:  # noqa: BLE001 -- re-raised below
+                    stop = e
             os.close(saved)
             held.seek(0)
             kept = [line for line in held.read().decode("utf-8", "replace").splitlines(True)
                     if not any(pattern.match(line) for pattern in noise)]
             if kept:
                 os.write(2, "".join(kept).encode())
+            if stop is not None:
+                raise stop
 
 
 def start_tensorflow(quiet=True):
