@@ -419,9 +419,11 @@ def _run(used):
 
 
 def setup_logging():
-    """Progress lines as plain text (TensorFlow's own are muted by runtime.start_tensorflow)."""
+    """Progress lines as plain text; TensorFlow's Python warnings (retracing notes) muted."""
     import logging as std_logging
 
+    # tf.get_logger() is this logger; named, not imported, so that TensorFlow loads later.
+    std_logging.getLogger("tensorflow").setLevel(std_logging.ERROR)
     logging.set_verbosity(logging.INFO)
     logging.get_absl_handler().setFormatter(std_logging.Formatter("%(message)s"))
 

@@ -133,7 +133,7 @@ def quiet_native_stderr(enabled=True):
 
 def start_tensorflow(quiet=True):
     """Imports TensorFlow and finds its devices, its start-up noise dropped with `quiet`
-    (see `quiet_native_stderr`), and mutes its Python warnings (retracing notes).
+    (see `quiet_native_stderr`).
 
     Lists physical devices only: the runtime is not initialised yet (split_cpu and
     MultiWorkerMirroredStrategy must come before that)."""
@@ -141,7 +141,6 @@ def start_tensorflow(quiet=True):
         import tensorflow as tf
 
         tf.config.list_physical_devices()
-    tf.get_logger().setLevel("ERROR")
 
 
 def describe_devices():
