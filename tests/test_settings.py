@@ -47,7 +47,8 @@ def test_every_setting_is_declared_once_with_group_help_and_a_flag():
     for name, field in FIELDS.items():
         assert field.metadata["group"] in GROUPS and field.metadata["help"].strip(), name
         assert name in values, name
-        assert values[name].help == field.metadata["help"]
+        assert values[name].help == cli.flag_help(name)
+        assert values[name].help.startswith(field.metadata["help"])
         assert values[name].default == (list(map(str, field.default))
                                         if field.metadata["item"] else field.default)
     text = cli.help_text()

@@ -20,7 +20,6 @@ import os
 import numpy as np
 from absl import logging
 
-from tfkd import ensemble as ensemble_lib
 from tfkd.workdir import atomic_file
 
 
@@ -43,6 +42,10 @@ def predict_logits(teachers, x, batch_size=512, fold=False):
     tf.data.Dataset; with `fold`, from a copy of the teachers with BatchNorm folded
     (`ensemble.for_inference`), worth its set-up when there are many examples."""
     if fold:
+        # Here, not at the top: tfkd.modes.store reads workdirs through this module, and
+        # the CLI reads them (remembered settings) before it imports Keras.
+        from tfkd import ensemble as ensemble_lib
+
         sample = (next(iter(x.take(1))) if hasattr(x, "element_spec") else x)[:8]
         teachers, _ = ensemble_lib.for_inference(teachers, sample)
     if hasattr(x, "element_spec"):

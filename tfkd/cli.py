@@ -20,7 +20,9 @@ import tempfile
 import textwrap
 import threading
 
-# Before TensorFlow loads: its C++ start-up chatter would bury the progress lines.
+# Before TensorFlow loads: its C++ start-up chatter would bury the progress lines. A user's
+# own level is kept, and then so is every line it lets through (runtime.start_tensorflow).
+QUIET_START = "TF_CPP_MIN_LOG_LEVEL" not in os.environ
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
@@ -34,16 +36,29 @@ EXIT_USAGE = 2  # a setting to fix; nothing in the workdir changed
 EXIT_FAILED = 1  # training failed (diverged, learned nothing, disk full); finished models kept
 RECORD = "config.json"  # what a workdir records of the last run that finished in it
 HELP_FLAGS = ("--help", "-h", "--helpshort", "-?")
+FULL_HELP_FLAGS = ("--helpfull",)  # absl's: tfkd's help, then absl's own flags apart
 
 
 # --- flags from the schema --------------------------------------------------------------------
 
+def flag_help(name):
+    """The help of setting `name`, with its accepted values when it has a list of them."""
+    text = FIELDS[name].metadata["help"]
+    if FIELDS[name].metadata["choices"] is not None:
+        text += f" One of: {', '.join(map(str, choices_of(name)))}."
+    return text
+
+
 def define_flags(flag_values=FLAGS):
     """One absl flag per Config field, of the field's type, grouped as the schema groups it
-    (`--helpfull` lists them under "tfkd <group>")."""
+    (absl lists them under "tfkd <group>").
+
+    Settings with choices are plain flags whose help lists them (`flag_help`), not
+    DEFINE_enum: the settings schema checks them, with the one-line message every refused
+    setting gets, naming its registry's choices."""
     for name, field in FIELDS.items():
         meta = field.metadata
-        args = dict(name=name, help=meta["help"], module_name=f"tfkd {meta['group']}",
+        args = dict(name=name, help=flag_help(name), module_name=f"tfkd {meta['group']}",
                     flag_values=flag_values)
         if meta["item"] is not None:
             flags.DEFINE_list(default=[str(v) for v in field.default], **args)
@@ -207,14 +222,21 @@ def help_text(width=100):
                      if isinstance(default, bool) else
                      f"--{name}={_flag_text(default) if default is not None else ''}")
             lines.append(f"  {shown}")
-            text = field.metadata["help"]
-            if field.metadata["choices"] is not None:
-                text += f" One of: {', '.join(map(str, choices_of(name)))}."
-            lines += textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=indent)
+            lines += textwrap.wrap(flag_help(name), width, initial_indent=indent, subsequent_indent=indent)
         lines.append("")
     lines.append("Recipes (--recipe=NAME): " + ", ".join(recipes()))
     lines.append("absl's own flags (--flagfile, logging, ...): tfkd --helpfull")
     return "\n".join(lines) + "\n"
+
+
+def full_help_text():
+    """--helpfull: tfkd's help (`help_text`), then absl's own flags (logging, debugging),
+    apart from tfkd's rather than mixed among them as absl would print them."""
+    if "mode" not in FLAGS:
+        define_flags()
+    modules = [m for m in sorted(FLAGS.flags_by_module_dict()) if not m.startswith("tfkd")]
+    return (help_text() + "\nabsl's own flags:\n\n"
+            + "\n\n".join(FLAGS.module_help(module) for module in modules) + "\n")
 
 
 def reference_markdown():
@@ -323,7 +345,8 @@ def _where_it_stopped(workdir):
 
 def _run(used):
     """The run behind `main`; puts the workdir into `used` as soon as it holds it."""
-    # Deferred: importing TensorFlow takes seconds that --help should not cost.
+    # Everything up to runtime.start_tensorflow runs without TensorFlow, so that a refused
+    # setting costs no import of it (tests/test_startup.py).
     from tfkd import report
     from tfkd.data.registry import display_name
     from tfkd.modes import OWN_STRATEGY_SCOPE, get_mode, plan_text
@@ -354,6 +377,7 @@ def _run(used):
         _fail(str(e))
     if note:
         logging.info("tfkd: %s", note)
+    runtime.start_tensorflow(quiet=QUIET_START)
     try:
         runtime.split_cpu(config.num_cpu_devices)
         runtime.set_precision(config.precision)
@@ -361,6 +385,7 @@ def _run(used):
         strategy = runtime.make_strategy(config.strategy, config.cluster_timeout)
     except ValueError as e:
         _fail(str(e))
+    logging.info("tfkd: devices: %s", runtime.describe_devices())
     logging.info("tfkd: mode=%s dataset=%s model=%s strategy=%s (%d replicas) workdir=%s",
                  config.mode, config.dataset, config.model, type(strategy).__name__.lstrip("_"),
                  strategy.num_replicas_in_sync, workdir.root)
@@ -398,9 +423,8 @@ def setup_logging():
     """Progress lines as plain text; TensorFlow's Python warnings (retracing notes) muted."""
     import logging as std_logging
 
-    import tensorflow as tf
-
-    tf.get_logger().setLevel("ERROR")
+    # tf.get_logger() is this logger; named, not imported, so that TensorFlow loads later.
+    std_logging.getLogger("tensorflow").setLevel(std_logging.ERROR)
     logging.set_verbosity(logging.INFO)
     logging.get_absl_handler().setFormatter(std_logging.Formatter("%(message)s"))
 
@@ -425,10 +449,14 @@ def run():
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, runtime.request_stop)
     try:
+        if any(arg in FULL_HELP_FLAGS for arg in sys.argv[1:]):
+            sys.stdout.write(full_help_text())
+            sys.exit(0)
         if any(arg in HELP_FLAGS for arg in sys.argv[1:]):
             sys.stdout.write(help_text())
             sys.exit(0)
-        define_flags()
+        if "mode" not in FLAGS:  # once per process (run may be called again in one)
+            define_flags()
         app.run(main, flags_parser=parse_flags)
     except (KeyboardInterrupt, runtime.Interrupted) as e:
         _interrupted(e, None)

@@ -10,13 +10,15 @@ its group and its accepted values. Everything else is derived from that declarat
 - which settings a later run on the same workdir takes from the workdir's record when
   they are not given (`REMEMBERED`).
 
-Choice lists are owned by the modules that implement them (the model registry, the
-augmentations, the tuners, ...); the schema names them as "module:ATTRIBUTE" and resolves
-them only when validating, so that `tfkd --help` does not wait for TensorFlow.
+Choice lists are tables of names importable without TensorFlow: `tfkd.modes.MODES`,
+`tfkd.runtime`'s, and `tfkd.choices` for those whose implementations need TensorFlow (the
+models, augmentations, losses, tuners, ...), which import their names from there. The
+schema names each as "module:ATTRIBUTE" and resolves it when validating or listing it, so
+that `tfkd --help` and a refused setting answer without importing TensorFlow (a test holds
+this: tests/test_startup.py).
 """
 
 import dataclasses
-import importlib
 import math
 from typing import Optional
 
@@ -171,8 +173,10 @@ class Config:
         "most 4 batches (256 examples) and the smallest network of the model's family; for "
         "tests.")
     verbose: int = setting(
-        0, "run", "Keras fit verbosity: 0 = one line per model, 1 = progress bars, 2 = one "
-        "line per epoch.", choices=(0, 1, 2), remember=False)
+        0, "run", "Progress while a model trains: 0 = tfkd's line per epoch (loss, "
+        "validation loss and accuracy, seconds); 1 = Keras's progress bars; 2 = Keras's line "
+        "per epoch. Each finished model gets one line in any case.", choices=(0, 1, 2),
+        remember=False)
 
     # --- data ----------------------------------------------------------------------------
     dataset: str = setting(
@@ -203,7 +207,7 @@ class Config:
         "horizontal flip (the standard CIFAR one); jitter: Ojha et al.'s colour jitter "
         "(brightness, contrast; saturation, hue in colour). The teachers' outputs on the "
         "augmented views are cached like any others (--teacher_cache).",
-        choices="tfkd.data.pipeline:AUGMENTATIONS")
+        choices="tfkd.choices:AUGMENTATIONS")
     data_seed: int = setting(
         -1, "data", "Seed of the augmented views (with --augment). -1: each model's own seed, "
         "so every model sees its own views. N >= 0: example i's view in epoch e depends only "
@@ -213,14 +217,14 @@ class Config:
 
     # --- training ------------------------------------------------------------------------
     model: str = setting("cnn", "training", "Model architecture.",
-                         choices="tfkd.models:MODELS")
+                         choices="tfkd.choices:MODELS")
     epochs: int = setting(30, "training", "Training epochs per model.",
                           rule=whole(1, 1_000_000))
     batch_size: int = setting(64, "training", "Global batch size (split over replicas).",
                               rule=whole(1, 2**31 - 1))
     optimizer: str = setting(
         "adam", "training", "Optimiser: adam, adamw (Adam with decoupled weight decay) or sgd "
-        "(with --momentum).", choices="tfkd.optim:OPTIMIZERS")
+        "(with --momentum).", choices="tfkd.choices:OPTIMIZERS")
     learning_rate: float = setting(3e-3, "training", "(Peak) learning rate.",
                                    rule=number(0, low_open=True))
     momentum: float = setting(0.9, "training", "SGD momentum.",
@@ -233,7 +237,7 @@ class Config:
     lr_schedule: str = setting(
         "constant", "training", "constant; cosine: decay to 0 over the run's epochs; step: "
         "multiply by --lr_decay_factor after each of --lr_decay_epochs.",
-        choices="tfkd.optim:LR_SCHEDULES")
+        choices="tfkd.choices:LR_SCHEDULES")
     lr_decay_epochs: tuple = setting(
         (), "training", "Step schedule: comma-separated epochs, e.g. 150,180,210.", item=int,
         rule=increasing(1))
@@ -245,7 +249,7 @@ class Config:
         "the schedule.", rule=whole(0))
     checkpoint: str = setting(
         "last", "training", "Which weights a training run keeps: the last epoch's, or the "
-        "epoch with the lowest validation loss.", choices="tfkd.modes.fit:CHECKPOINTS")
+        "epoch with the lowest validation loss.", choices="tfkd.choices:CHECKPOINTS")
     precision: str = setting("float32", "training", "Keras dtype policy for every model.",
                              choices="tfkd.runtime:PRECISIONS")
 
@@ -259,9 +263,9 @@ class Config:
         rule=number(0, 1))
     distillation_loss: str = setting(
         "kl", "distillation", "kl (soft-target KL, T^2-scaled) or probability_mse.",
-        choices="tfkd.losses:DISTILLATION_LOSSES")
+        choices="tfkd.choices:DISTILLATION_LOSSES")
     teacher_average: str = setting("logits", "distillation", "How members are averaged.",
-                                   choices="tfkd.ensemble:AVERAGES")
+                                   choices="tfkd.choices:AVERAGES")
     teacher_cache: bool = setting(
         True, "distillation", "Compute the teachers' logits once, keep them in "
         "<workdir>/cache (float16) and train students without any teacher forward pass. "
@@ -304,13 +308,13 @@ class Config:
     # --- tune ----------------------------------------------------------------------------
     tuner: str = setting(
         "random", "tune", "keras-tuner's RandomSearch, BayesianOptimization or Hyperband "
-        "(which sets its own trial count from --epochs).", choices="tfkd.modes.tune:TUNERS")
+        "(which sets its own trial count from --epochs).", choices="tfkd.choices:TUNERS")
     max_trials: int = setting(
         10, "tune", "Trials to run; more trials later continue the same search.",
         rule=whole(1, 100_000), identity=False)  # so that more trials continue a search
     tune_params: tuple = setting(
         ("temperature", "alpha", "learning_rate"), "tune", "What to search; the rest keep "
-        "their flag values.", item=str, choices="tfkd.modes.tune:SEARCHABLE")
+        "their flag values.", item=str, choices="tfkd.choices:SEARCHABLE")
     tune_temperature: tuple = setting((1.0, 20.0), "tune",
                                       "LOW,HIGH of the temperature (log scale).", item=float,
                                       rule=search_range())
@@ -491,8 +495,9 @@ def choices_of(name):
     registry named "module:ATTRIBUTE" is imported now; a dict's keys are its choices."""
     choices = FIELDS[name].metadata["choices"]
     if isinstance(choices, str):
-        module, attribute = choices.split(":")
-        choices = getattr(importlib.import_module(module), attribute)
+        from tfkd.choices import load
+
+        choices = load(choices)
     if isinstance(choices, dict):
         choices = sorted(choices) if name == "model" else tuple(choices)
     return tuple(choices) if choices is not None else None

@@ -6,8 +6,8 @@ from keras import ops
 
 from tfkd import folding
 from tfkd import metrics as metrics_lib
+from tfkd.choices import AVERAGES  # the names, listed there
 
-AVERAGES = ("logits", "probabilities")
 # What a model outputs: logits, or probabilities (a softmax last layer).
 OUTPUTS = ("logits", "probabilities")
 

@@ -17,6 +17,9 @@ import numbers
 import keras
 from keras import ops
 
+from tfkd import choices
+from tfkd.choices import load
+
 
 def _check_temperature(temperature):
     if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not temperature > 0:
@@ -137,10 +140,8 @@ def over_classes(loss):
     return bool(getattr(loss, "over_classes", False)) or isinstance(loss, _KERAS_OVER_CLASSES)
 
 
-DISTILLATION_LOSSES = {
-    "kl": SoftTargetKL,
-    "probability_mse": ProbabilityMSE,
-}
+# {name: loss class}, the names (and their order) those of tfkd.choices.
+DISTILLATION_LOSSES = {name: load(target) for name, target in choices.DISTILLATION_LOSSES.items()}
 
 
 def get_distillation_loss(loss, temperature=1.0):

@@ -3,8 +3,7 @@
 import keras
 from keras import ops
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
-LR_SCHEDULES = ("constant", "cosine", "step")
+from tfkd.choices import LR_SCHEDULES, OPTIMIZERS  # noqa: F401  (the names, listed there)
 
 
 @keras.saving.register_keras_serializable(package="tfkd")

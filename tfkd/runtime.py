@@ -7,10 +7,15 @@ the number of devices, scale the learning rate linearly with it (Goyal et al.,
 2017), with a few epochs of warm-up for large factors.
 """
 
+import contextlib
 import dataclasses
+import glob
 import json
 import os
+import re
 import socket
+import sys
+import tempfile
 import time
 
 from absl import logging
@@ -57,6 +62,109 @@ def check_stop():
     """Raises the stop a signal asked for, if one did."""
     if stop_requested is not None:
         request_stop(stop_requested)
+
+
+# --- TensorFlow's start ------------------------------------------------------------------------
+
+# What TensorFlow's C++ start-up writes to stderr before any setting can silence it: it logs
+# before absl::InitializeLog, which nothing calls for Python, so TF_CPP_MIN_LOG_LEVEL does
+# not apply (measured with TensorFlow 2.21: the first four, twice each, at any level). None
+# asks anything of a user. The GPU ones are dropped only where the machine has no NVIDIA
+# device (`nvidia_present`); where it has one they say why TensorFlow does not use it.
+NOISE = re.compile(
+    r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|[IW]\d{4} [^\]]* port\.cc:\d+\] oneDNN custom operations are on"
+    r"|[IW]\d{4} [^\]]* cpu_feature_guard\.cc:\d+\] "
+    r"|To enable the following instructions: .* rebuild TensorFlow with")
+GPU_NOISE = re.compile(
+    r"[IW]\d{4} [^\]]* cudart_stub\.cc:\d+\] Could not find cuda drivers"
+    r"|E\d{4} [^\]]* cuda_platform\.cc:\d+\] failed call to cuInit")
+
+
+def nvidia_present():
+    """Whether this machine has an NVIDIA GPU a driver exposes (/dev/nvidia0, ...)."""
+    return bool(glob.glob("/dev/nvidia[0-9]*"))
+
+
+@contextlib.contextmanager
+def quiet_native_stderr(enabled=True):
+    """Holds what C++ code writes to file descriptor 2 meanwhile and then writes it all out,
+    except the lines of `NOISE` (and `GPU_NOISE` without an NVIDIA device).
+
+    NOTE: by hand because neither TensorFlow nor absl offers a switch for these lines (see
+    NOISE). A file, not a pipe: a pipe would need a reader thread, which the GIL can starve
+    while a C++ initializer fills the pipe -- a hang. So the lines come out at the end, in
+    order; keep the block short (an import, a device listing).
+    """
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to filter
+        yield
+        return
+    noise = [NOISE] if nvidia_present() else [NOISE, GPU_NOISE]
+    with tempfile.TemporaryFile() as held:
+        try:
+            os.dup2(held.fileno(), 2)
+            yield
+        finally:
+            # A stop signal's raise (request_stop) may land anywhere here: stderr is put
+            # back first, whatever happens (dup2 again is harmless), so that the stop's
+            # line, written later, is seen; then the stop goes on.
+            stop = None
+            while True:
+                try:
+                    os.dup2(saved, 2)
+                    break
+                except BaseException as e:  # noqa: BLE001 -- re-raised below
+                    stop = e
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read().decode("utf-8", "replace").splitlines(True)
+                    if not any(pattern.match(line) for pattern in noise)]
+            if kept:
+                os.write(2, "".join(kept).encode())
+            if stop is not None:
+                raise stop
+
+
+def start_tensorflow(quiet=True):
+    """Imports TensorFlow and finds its devices, its start-up noise dropped with `quiet`
+    (see `quiet_native_stderr`).
+
+    Lists physical devices only: the runtime is not initialised yet (split_cpu and
+    MultiWorkerMirroredStrategy must come before that)."""
+    with quiet_native_stderr(quiet):
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+
+
+def describe_devices():
+    """What the run computes on, in a few words: "CPU (2 cores)", "CPU as 2 logical devices
+    (2 cores)" or "2 GPUs (GPU:0 NVIDIA A100, GPU:1 ...)"."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        names = []
+        for gpu in gpus:
+            details = tf.config.experimental.get_device_details(gpu)
+            name = gpu.name.replace("/physical_device:", "")
+            names.append(f"{name} {details['device_name']}" if details.get("device_name")
+                         else name)
+        shown = f"{len(gpus)} GPU{'s' if len(gpus) > 1 else ''} ({', '.join(names)})"
+    else:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        logical = len(tf.config.list_logical_devices("CPU"))
+        shown = (f"CPU as {logical} logical devices ({cores} cores)" if logical > 1
+                 else f"CPU ({cores} cores)")
+        if nvidia_present():
+            shown += "; this machine has an NVIDIA GPU TensorFlow cannot use (see above)"
+    return shown
 
 
 def split_cpu(num_devices):

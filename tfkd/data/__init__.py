@@ -20,7 +20,6 @@ from tfkd.data import folder as _folder  # noqa: F401  ("folder:")
 from tfkd.data import npz as _npz  # noqa: F401  ("npz:")
 from tfkd.data import tfds_loader as _tfds_loader  # noqa: F401  ("tfds:", the fallback)
 from tfkd.data.multiview import load_multiview
-from tfkd.data.pipeline import augmented_views, make_tf_dataset
 from tfkd.data.registry import (DATASETS, SOURCES, DatasetError, Splits, accepted_forms,
                                 check_dataset_name, dataset_names, display_name, load_dataset,
                                 register_dataset, register_source)
@@ -33,3 +32,13 @@ __all__ = ["DATASETS", "SOURCES", "DatasetError", "Splits", "accepted_forms", "a
            "check_dataset_name", "dataset_names", "display_name", "load_dataset",
            "make_tf_dataset",
            "register_dataset", "register_source"]
+
+
+def __getattr__(name):
+    # The tf.data pipeline loads on first use: the loaders, and `check_dataset_name`, which
+    # validates --dataset, do without TensorFlow (see tfkd.choices).
+    if name in ("augmented_views", "make_tf_dataset"):
+        from tfkd.data import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module 'tfkd.data' has no attribute {name!r}")

@@ -13,7 +13,8 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-AUGMENTATIONS = ("none", "crop_flip", "jitter")
+from tfkd.choices import AUGMENTATIONS  # the names, listed there
+
 # The version of how views are drawn (_Views), part of a view cache's name: raise it
 # whenever the views of a given seed change.
 VIEWS = 2

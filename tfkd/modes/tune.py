@@ -23,17 +23,16 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from tfkd import choices
+from tfkd.choices import SEARCHABLE, load
 from tfkd.config import ConfigError, identity_fields
 from tfkd.modes import fit, inputs, store, train
 from tfkd.report import markdown_table
 from tfkd.workdir import save_figure, write_text
 
-TUNERS = {"random": kt.RandomSearch, "bayesian": kt.BayesianOptimization,
-          "hyperband": kt.Hyperband}
-# What --tune_params may search, and the scale of each; the range of `name` is the
-# setting tune_<name>.
-SEARCHABLE = {"temperature": "log", "alpha": "linear", "learning_rate": "log",
-              "hint_weight": "log"}
+# {name: keras-tuner class}, the names those of tfkd.choices; what --tune_params may search
+# (and the scale of each) is listed there too.
+TUNERS = {name: load(target) for name, target in choices.TUNERS.items()}
 OBJECTIVE = "val_accuracy"
 
 
