@@ -16,7 +16,8 @@ from tfkd.workdir import Workdir
 
 # Settings whose other values need a second setting to form a valid Config.
 COMPANIONS = {"lr_decay_epochs": {"lr_schedule": "step"},
-              "image_size": {"dataset": "cifar10"}}
+              "image_size": {"dataset": "cifar10"},
+              "input_scaling": {"dataset": "cifar10"}}
 
 
 def other_value(name, value):
