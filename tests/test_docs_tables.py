@@ -1,0 +1,156 @@
+"""tools/check_docs.py: documented tables and figures match what their commands write.
+
+The checker itself is tested on synthetic docs whose commands are one-line Python prints;
+the repository's own tagged tables are checked too: the fast ones here, all under -m slow.
+"""
+
+import importlib.util
+import os
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+spec = importlib.util.spec_from_file_location("check_docs", os.path.join(REPO, "tools",
+                                                                         "check_docs.py"))
+check_docs = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(check_docs)
+
+# A command printing a two-row table and a line of figures below it.
+PRINTS = ("python -c \"print('| model | acc (%) |'); print('|---|---:|'); "
+          "print('| a | 98.61 |'); print('| b | 97.50 |'); print(); "
+          "print('gain: +0.11 points (test)')\"")
+
+
+def write_doc(root, text, name="docs/page.md"):
+    path = root / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+def check(root, *args):
+    return check_docs.main([f"--root={root}", *args])
+
+
+def test_matching_table_and_figures_pass(tmp_path, capsys):
+    write_doc(tmp_path, f"""# Page
+
+<!-- produced by: {PRINTS} ; fast -->
+| model | acc (%) |
+|---|---:|
+| a | 98.61 |
+| b | 97.50 |
+
+<!-- produced by: {PRINTS} ; fast -->
+gain: +0.11 points
+(test)
+""")
+    assert check(tmp_path) == 0
+    out = capsys.readouterr().out
+    assert "2 tagged blocks, 0 mismatches" in out
+    assert out.count("running:") == 1  # one command, run once for both blocks
+
+
+def test_each_stale_cell_and_figure_is_named_with_file_and_line(tmp_path, capsys):
+    write_doc(tmp_path, f"""# Page
+
+<!-- produced by: {PRINTS} -->
+| model | acc (%) |
+|---|---:|
+| a | 97.78 |
+| b | 97.50 |
+
+Prose.
+
+<!-- produced by: {PRINTS} -->
+gain: -0.72 points (test)
+""")
+    assert check(tmp_path) == 1
+    out = capsys.readouterr().out
+    assert ("docs/page.md:6: row 'a', column 'acc (%)': documented '97.78', the command wrote "
+            "'98.61'") in out
+    assert "docs/page.md:12: figure 1 of the paragraph: documented -0.72, the command wrote +0.11" \
+        in out
+    assert "2 mismatches" in out
+
+
+def test_missing_and_extra_rows_and_other_headers_are_mismatches(tmp_path, capsys):
+    write_doc(tmp_path, f"""<!-- produced by: {PRINTS} -->
+| model | acc (%) |
+|---|---:|
+| a | 98.61 |
+
+<!-- produced by: {PRINTS} -->
+| model | val acc (%) |
+|---|---:|
+| a | 98.61 |
+
+<!-- produced by: {PRINTS} -->
+loss: +0.11 points
+""", name="README.md")
+    assert check(tmp_path) == 1
+    out = capsys.readouterr().out
+    assert "README.md:5: the command wrote a row the table lacks: | b | 97.50 |" in out
+    assert "README.md:7: the output has no table with this header" in out
+    assert "README.md:12: the output has no text like 'loss: +0.11 points'" in out
+
+
+def test_table_file_in_a_fresh_workdir_and_failing_commands(tmp_path, capsys):
+    writes = ("python -c \"open('WORKDIR/out.md', 'w').write('| k | v |\\n|---|---|\\n| x | 1 |\\n')\"")
+    write_doc(tmp_path, f"""<!-- produced by: {writes} ; table: WORKDIR/out.md ; fast -->
+| k | v |
+|---|---|
+| x | 1 |
+
+<!-- produced by: python -c "import sys; sys.exit('no data here')" ; fast -->
+| k | v |
+|---|---|
+| x | 1 |
+
+<!-- produced by: python -c "pass" ; table: WORKDIR/missing.md ; fast -->
+| k | v |
+""")
+    assert check(tmp_path) == 1
+    out = capsys.readouterr().out
+    assert "docs/page.md:2" not in out  # the table read from WORKDIR/out.md matches
+    assert "docs/page.md:7: the command exited with 1:\nno data here" in out
+    assert "docs/page.md:12: the command wrote no WORKDIR/missing.md" in out
+
+
+def test_list_only_and_fast_select_markers(tmp_path, capsys):
+    write_doc(tmp_path, f"""<!-- produced by: {PRINTS} ; fast -->
+| model | acc (%) |
+|---|---:|
+| a | 98.61 |
+| b | 97.50 |
+
+<!-- produced by: python -c "import sys; sys.exit(3)" -->
+| model | acc (%) |
+""")
+    assert check(tmp_path, "--list") == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[:2] for line in listing] == [["docs/page.md:2", "fast"],
+                                                         ["docs/page.md:8", "slow"]]
+    assert check(tmp_path, "--fast") == 0
+    assert check(tmp_path, "--only=exit") == 1
+    capsys.readouterr()
+    assert check(tmp_path, "--only=nothing-matches") == 1
+    assert "no tagged tables selected" in capsys.readouterr().err
+
+
+def test_tfkd_in_a_marker_is_this_checkout(tmp_path, capsys):
+    # The shim runs `python -m tfkd` with this checkout first on PYTHONPATH.
+    write_doc(tmp_path, """<!-- produced by: python -c "import tfkd; print(tfkd.__file__)" ; fast -->
+""" + os.path.join(REPO, "tfkd", "__init__.py") + "\n", name="README.md")
+    assert check(tmp_path, "--only=README") == 0, capsys.readouterr().out
+
+
+def test_the_fast_documented_tables_match_their_commands(capsys):
+    assert check_docs.find_tags(REPO), "no tagged tables in README.md and docs/"
+    assert check(REPO, "--fast") == 0, capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_every_documented_table_matches_its_command(capsys):
+    """The digits pipeline three times (about 10 minutes on 2 shared cores) and the rest."""
+    assert check(REPO) == 0, capsys.readouterr().out
