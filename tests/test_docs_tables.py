@@ -96,11 +96,17 @@ loss: +0.11 points
 
 
 def test_table_file_in_a_fresh_workdir_and_failing_commands(tmp_path, capsys):
-    writes = ("python -c \"open('WORKDIR/out.md', 'w').write('| k | v |\\n|---|---|\\n| x | 1 |\\n')\"")
-    write_doc(tmp_path, f"""<!-- produced by: {writes} ; table: WORKDIR/out.md ; fast -->
+    writes = ("python -c \"[open(f'WORKDIR/{n}.md', 'w').write(f'| k | v |\\n|---|---|\\n| x | {n} |\\n') "
+              "for n in (1, 2)]\"")
+    write_doc(tmp_path, f"""<!-- produced by: {writes} ; table: WORKDIR/1.md ; fast -->
 | k | v |
 |---|---|
 | x | 1 |
+
+<!-- produced by: {writes} ; table: WORKDIR/2.md -->
+| k | v |
+|---|---|
+| x | 2 |
 
 <!-- produced by: python -c "import sys; sys.exit('no data here')" ; fast -->
 | k | v |
@@ -112,9 +118,10 @@ def test_table_file_in_a_fresh_workdir_and_failing_commands(tmp_path, capsys):
 """)
     assert check(tmp_path) == 1
     out = capsys.readouterr().out
-    assert "docs/page.md:2" not in out  # the table read from WORKDIR/out.md matches
-    assert "docs/page.md:7: the command exited with 1:\nno data here" in out
-    assert "docs/page.md:12: the command wrote no WORKDIR/missing.md" in out
+    assert "docs/page.md:2" not in out and "docs/page.md:7" not in out  # both files match
+    assert out.count(f"running: {writes}") == 1  # one run, one WORKDIR, for both tables
+    assert "docs/page.md:12: the command exited with 1:\nno data here" in out
+    assert "docs/page.md:17: the command wrote no WORKDIR/missing.md" in out
 
 
 def test_list_only_and_fast_select_markers(tmp_path, capsys):

@@ -14,7 +14,7 @@ Options follow the command, each after " ; ":
 - `fast`: the command takes seconds; `--fast` checks only these (the test suite does).
 WORKDIR anywhere in the marker is replaced by a fresh temporary directory, one per command;
 `tfkd` and `python` run this checkout's tfkd with this interpreter. Markers with the same
-command share one run.
+command share one run (and its WORKDIR).
 
 A tagged table must equal, cell by cell, the table in the output with the same header row.
 A tagged paragraph must appear in the output with the same words; its numbers are compared
@@ -31,7 +31,6 @@ import argparse
 import glob
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -148,9 +147,9 @@ def compare_text(tag, output):
             for k, (a, b) in enumerate(zip(NUMBER.findall(text), match.groups())) if a != b]
 
 
-def run(command, table_file, root):
-    """(output text, None) of one command, or (None, why it failed)."""
-    workdir = tempfile.mkdtemp(prefix="check_docs_")
+def run(command, workdir, root):
+    """Runs one command with WORKDIR = workdir; returns its standard output, or raises
+    RuntimeError saying why it failed."""
     shims = os.path.join(workdir, ".bin")
     os.makedirs(shims)
     # `tfkd` and `python` in a marker mean this checkout's tfkd under this interpreter,
@@ -163,41 +162,47 @@ def run(command, table_file, root):
     env = dict(os.environ, PATH=shims + os.pathsep + os.environ.get("PATH", ""),
                PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])),
                TF_CPP_MIN_LOG_LEVEL="2")
-    try:
-        done = subprocess.run(command.replace("WORKDIR", workdir), shell=True, cwd=root,
-                              env=env, capture_output=True, text=True)
-        if done.returncode:
-            tail = "\n".join(done.stderr.strip().splitlines()[-5:])
-            return None, f"the command exited with {done.returncode}:\n{tail}"
-        if not table_file:
-            return done.stdout, None
-        path = os.path.join(root, table_file.replace("WORKDIR", workdir))
+    done = subprocess.run(command.replace("WORKDIR", workdir), shell=True, cwd=root, env=env,
+                          capture_output=True, text=True)
+    if done.returncode:
+        tail = "\n".join(done.stderr.strip().splitlines()[-5:])
+        raise RuntimeError(f"the command exited with {done.returncode}:\n{tail}")
+    return done.stdout
+
+
+def compare(tag, stdout, workdir, root):
+    """The mismatches of one tag against its command's output."""
+    output = stdout
+    if tag.table_file:
         try:
-            return open(path, encoding="utf-8").read(), None
+            path = os.path.join(root, tag.table_file.replace("WORKDIR", workdir))
+            output = open(path, encoding="utf-8").read()
         except OSError as error:
-            return None, f"the command wrote no {table_file}: {error.strerror}"
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+            return [f"{tag.where()}: the command wrote no {tag.table_file}: {error.strerror}"]
+    if tag.block and tag.block[0].lstrip().startswith("|"):
+        return compare_table(tag, output)
+    return compare_text(tag, output)
 
 
 def check(tags, root, log=print):
-    """Runs each distinct command once and compares its tags; returns the mismatches."""
-    problems, outputs = [], {}
-    for tag in tags:
-        key = (tag.command, tag.table_file)
-        if key not in outputs:
-            log(f"running: {tag.command}", flush=True)
-            start = time.monotonic()
-            outputs[key] = run(tag.command, tag.table_file, root)
+    """Runs each distinct command once, in a fresh WORKDIR, and compares all its tags;
+    returns the mismatches in file order."""
+    found = {}
+    for command in dict.fromkeys(t.command for t in tags):
+        log(f"running: {command}", flush=True)
+        start = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="check_docs_") as workdir:
+            try:
+                stdout = run(command, workdir, root)
+            except RuntimeError as failure:
+                stdout = failure
             log(f"  took {time.monotonic() - start:.0f} s", flush=True)
-        output, failure = outputs[key]
-        if failure:
-            problems.append(f"{tag.where()}: {failure}")
-        elif tag.block and tag.block[0].lstrip().startswith("|"):
-            problems += compare_table(tag, output)
-        else:
-            problems += compare_text(tag, output)
-    return problems
+            for tag in tags:
+                if tag.command == command:
+                    found[id(tag)] = ([f"{tag.where()}: {stdout}"]
+                                      if isinstance(stdout, RuntimeError)
+                                      else compare(tag, stdout, workdir, root))
+    return [problem for tag in tags for problem in found[id(tag)]]
 
 
 def main(argv=None):
