@@ -142,8 +142,20 @@ def test_list_only_and_fast_select_markers(tmp_path, capsys):
     assert check(tmp_path, "--fast") == 0
     assert check(tmp_path, "--only=exit") == 1
     capsys.readouterr()
-    assert check(tmp_path, "--only=nothing-matches") == 1
-    assert "no tagged tables selected" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--only=nothing-matches"], "--only=nothing-matches select none of the 1 tagged blocks"),
+    (["--only=("], "--only=( is not a regular expression"),
+    (["--root={root}/missing"], "/missing has no README.md and no docs/*.md"),
+])
+def test_bad_options_end_in_one_line_and_exit_code_2(tmp_path, capsys, args, message):
+    write_doc(tmp_path, f"<!-- produced by: {PRINTS} -->\n| model | acc (%) |\n")
+    with pytest.raises(SystemExit) as exit:
+        check_docs.main([f"--root={tmp_path}"] + [a.format(root=tmp_path) for a in args])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1] and "Traceback" not in "".join(err)
 
 
 def test_tfkd_in_a_marker_is_this_checkout(tmp_path, capsys):

@@ -217,17 +217,23 @@ def main(argv=None):
         only = re.compile(args.only) if args.only else None
     except re.error as error:
         parser.error(f"--only={args.only} is not a regular expression: {error}")
-    tags = [t for t in find_tags(args.root)
+    if not (os.path.isfile(os.path.join(args.root, "README.md"))
+            or glob.glob("docs/*.md", root_dir=args.root)):
+        parser.error(f"--root={args.root} has no README.md and no docs/*.md")
+    every = find_tags(args.root)
+    tags = [t for t in every
             if (not args.fast or t.fast)
             and (only is None or only.search(f"{t.where()} {t.command}"))]
+    if not tags:
+        chosen = " ".join(a for a in (args.fast and "--fast", args.only and f"--only={args.only}")
+                          if a)
+        parser.error(f"{chosen or 'the docs'} select none of the {len(every)} tagged blocks "
+                     "(--list shows them)")
     if args.list:
         for tag in tags:
             print(f"{tag.where()}\t{'fast' if tag.fast else 'slow'}\t{tag.command}"
                   + (f"\t(table: {tag.table_file})" if tag.table_file else ""))
         return 0
-    if not tags:
-        print("no tagged tables selected", file=sys.stderr)
-        return 1
     problems = check(tags, args.root)
     for problem in problems:
         print(problem)
