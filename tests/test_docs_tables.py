@@ -88,12 +88,15 @@ def test_missing_and_extra_rows_and_other_headers_are_mismatches(tmp_path, capsy
 
 <!-- produced by: {PRINTS} -->
 loss: +0.11 points
+
+<!-- produced by: {PRINTS} -->
 """, name="README.md")
     assert check(tmp_path) == 1
     out = capsys.readouterr().out
     assert "README.md:5: the command wrote a row the table lacks: | b | 97.50 |" in out
     assert "README.md:7: the output has no table with this header" in out
     assert "README.md:12: the output has no text like 'loss: +0.11 points'" in out
+    assert "README.md:14: no table or text follows the marker" in out
 
 
 def test_table_file_in_a_fresh_workdir_and_failing_commands(tmp_path, capsys):

@@ -172,6 +172,8 @@ def run(command, workdir, root):
 
 def compare(tag, stdout, workdir, root):
     """The mismatches of one tag against its command's output."""
+    if not tag.block or MARKER.match(tag.block[0]):
+        return [f"{tag.where(-1)}: no table or text follows the marker"]
     output = stdout
     if tag.table_file:
         try:
