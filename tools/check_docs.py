@@ -207,8 +207,15 @@ def check(tags, root, log=print):
     return [problem for tag in tags for problem in found[id(tag)]]
 
 
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # One line and exit code 2, as tfkd's own command does.
+        sys.stderr.write(f"check_docs.py: error: {message}\n")
+        sys.exit(2)
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--list", action="store_true", help="List the tagged blocks and exit.")
     parser.add_argument("--only", metavar="PATTERN",
                         help="Only tags whose 'file:line command' matches this regex.")

@@ -36,13 +36,14 @@ def row(workdir):
     path = os.path.join(workdir, "results.json")
     try:
         results = json.load(open(path, encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        print(f"runs_table.py: error: {path} is not a finished pipeline's results "
-              f"({getattr(error, 'strerror', None) or error}); run `tfkd --workdir={workdir}` "
-              "first", file=sys.stderr)
+        table = report.summarize(results["rows"])
+        members = next(r for r in table if r.get("summarizes") == "member")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, StopIteration) as error:
+        why = getattr(error, "strerror", None) or (str(error) if isinstance(error, ValueError)
+                                                   else "no members' results in it")
+        print(f"runs_table.py: error: {path} is not a finished pipeline's results ({why}); "
+              f"run `tfkd --workdir={workdir}` first", file=sys.stderr)
         sys.exit(2)
-    table = report.summarize(results["rows"])
-    members = next(r for r in table if r.get("summarizes") == "member")
     first_seed = min(r["seed"] for r in table if r["kind"] == "member")
     cells = [str(first_seed),
              report._percent(members["test_accuracy"], members["test_accuracy_std"])]
@@ -54,8 +55,15 @@ def row(workdir):
     return cells
 
 
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # One line and exit code 2, as tfkd's own command does.
+        sys.stderr.write(f"runs_table.py: error: {message}\n")
+        sys.exit(2)
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("workdirs", nargs="+", help="Workdirs of finished `tfkd` pipelines.")
     args = parser.parse_args(argv)
     print("\n".join(report.markdown_table(HEADER, [row(w) for w in args.workdirs],
