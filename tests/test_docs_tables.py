@@ -100,8 +100,8 @@ loss: +0.11 points
 
 
 def test_table_file_in_a_fresh_workdir_and_failing_commands(tmp_path, capsys):
-    writes = ("python -c \"[open(f'WORKDIR/{n}.md', 'w').write(f'| k | v |\\n|---|---|\\n| x | {n} |\\n') "
-              "for n in (1, 2)]\"")
+    writes = ("python -c \"[open(f'WORKDIR/{n}.md', 'w')"
+              ".write(f'| k | v |\\n|---|---|\\n| x | {n} |\\n') for n in (1, 2)]\"")
     write_doc(tmp_path, f"""<!-- produced by: {writes} ; table: WORKDIR/1.md ; fast -->
 | k | v |
 |---|---|
@@ -163,8 +163,9 @@ def test_bad_options_end_in_one_line_and_exit_code_2(tmp_path, capsys, args, mes
 
 def test_tfkd_in_a_marker_is_this_checkout(tmp_path, capsys):
     # The shim runs `python -m tfkd` with this checkout first on PYTHONPATH.
-    write_doc(tmp_path, """<!-- produced by: python -c "import tfkd; print(tfkd.__file__)" ; fast -->
-""" + os.path.join(REPO, "tfkd", "__init__.py") + "\n", name="README.md")
+    marker = '<!-- produced by: python -c "import tfkd; print(tfkd.__file__)" ; fast -->'
+    write_doc(tmp_path, f"{marker}\n{os.path.join(REPO, 'tfkd', '__init__.py')}\n",
+              name="README.md")
     assert check(tmp_path, "--only=README") == 0, capsys.readouterr().out
 
 
