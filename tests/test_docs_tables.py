@@ -161,7 +161,7 @@ def test_bad_options_end_in_one_line_and_exit_code_2(tmp_path, capsys, args, mes
     assert len(err) == 1 and err[0].startswith("check_docs.py: error: ") and message in err[0]
 
 
-def test_tfkd_in_a_marker_is_this_checkout(tmp_path, capsys):
+def test_python_in_a_marker_imports_this_checkouts_tfkd(tmp_path, capsys):
     # The shim runs `python -m tfkd` with this checkout first on PYTHONPATH.
     marker = '<!-- produced by: python -c "import tfkd; print(tfkd.__file__)" ; fast -->'
     write_doc(tmp_path, f"{marker}\n{os.path.join(REPO, 'tfkd', '__init__.py')}\n",
