@@ -177,7 +177,7 @@ def test_the_fast_documented_tables_match_their_commands(capsys):
 @pytest.mark.slow
 def test_the_digits_pipeline_tables_match_their_command(capsys):
     """docs/digits.md's default run and other first seeds: three deterministic pipelines
-    (about 25 minutes on 2 cores shared with other jobs). Its sweeps, which await
+    (7 to 8 minutes on 2 cores shared with other jobs). Its sweeps, which await
     re-measurement, are left to `python tools/check_docs.py --only=sweep`."""
     assert check(REPO, "--only=runs_table") == 0, capsys.readouterr().out
 
