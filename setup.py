@@ -42,5 +42,5 @@ setup(
     ],
     # pytest-xdist: the suite runs in two worker processes (pytest.ini); >= 3.2 for worksteal.
     extras_require={"test": ["pytest>=7", "pytest-xdist>=3.2"]},
-    entry_points={"console_scripts": ["tfkd = tfkd.cli:run"]},
+    entry_points={"console_scripts": ["tfkd = tfkd.__main__:main"]},
 )
