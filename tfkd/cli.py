@@ -99,14 +99,38 @@ def config_from_flags(remember=True):
 # --- what the workdir remembers ---------------------------------------------------------------
 
 def read_record(directory):
-    """The settings recorded by the last run that finished in `directory`, or {}."""
-    from tfkd.workdir import read_json
+    """The settings recorded by the last run that finished in `directory`, or {} (no record,
+    or one of a tfkd that recorded none). A damaged one is a ConfigError naming it: what
+    later runs default to is not guessed."""
+    from tfkd.workdir import DamagedFile, read_record as read_valid
 
     path = os.path.join(directory, RECORD)
     try:
-        return read_json(path).get("settings") or {}
-    except (OSError, ValueError, AttributeError):
-        return {}  # no record (or one from an older tfkd): nothing remembered
+        record = read_valid(path, {"settings?": (_settings_schema(), type(None))})
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    except DamagedFile as e:
+        if not e.problem.startswith("is damaged"):
+            raise
+        raise ConfigError(f"{e.path} {e.problem}; it holds the settings later runs on its "
+                          "workdir default to: fix it, or remove it (a run then takes the "
+                          "settings given and the defaults, and records them anew)") from None
+    return record.get("settings") or {}
+
+
+def _settings_schema():
+    """The JSON shape of the record's settings: each setting's type as the schema declares it
+    (a list of its item's type for a list setting). Settings it does not know are left to
+    the later check of their values (or, of an older tfkd, ignored)."""
+    kinds = {int: int, float: float, str: str}
+    schema = {}
+    for name in REMEMBERED:
+        field = FIELDS[name]
+        default, item = field.default, field.metadata["item"]
+        schema[f"{name}?"] = ([kinds[item]] if item is not None else bool
+                              if isinstance(default, bool) else kinds.get(type(default),
+                                                                          (str, type(None))))
+    return schema
 
 
 def remembered(values, given):
@@ -340,6 +364,7 @@ def _run(used):
                    if cluster is not None and not cluster.is_chief else None)
         used["new"] = first_missing(config.workdir)
         workdir = used["workdir"] = Workdir(config.workdir, scratch=scratch).create()
+        workdir.check()  # every file it reads or writes, before anything trains
     except (ConfigError, WorkdirBusy) as e:
         _fail(str(e))
     except OSError as e:
