@@ -32,6 +32,7 @@ import keras
 import pytest
 
 from helpers.command import tfkd
+from test_flagfiles import unblocked
 from test_links import entries
 from test_reliability import snapshot
 
@@ -115,8 +116,10 @@ def test_an_entry_of_the_wrong_kind_is_refused_before_anything_trains(
         {"file": lambda p: p.write_text("not a folder\n"), "directory": os.mkdir,
          "fifo": os.mkfifo}[plant](path)
         try:
-            result = refused_before_training(
-                ["--mode=pipeline", *RUN, f"--workdir={workdir}"], monkeypatch)
+            # A reader that blocks on the FIFO fails the case instead of hanging the suite.
+            with unblocked(path, after=2.0) if plant == "fifo" else contextlib.nullcontext():
+                result = refused_before_training(
+                    ["--mode=pipeline", *RUN, f"--workdir={workdir}"], monkeypatch)
         finally:
             shutil.rmtree(path) if path.is_dir() else os.remove(path)
             if existed:
@@ -242,7 +245,7 @@ def test_the_issues_records_are_refused_or_redone(copy):
     belongs; a damaged ensemble record under --mode=train."""
     record = copy / "config.json"
     original = json.loads(record.read_text())
-    for settings, says in [([], "settings holds a list, where an object belongs"),
+    for settings, says in [([], "settings holds a list, where an object or null belongs"),
                            ({**original["settings"], "tune_params": 3},
                             "settings.tune_params holds 3, where a list belongs"),
                            ({**original["settings"], "epochs": "ten"},
@@ -260,7 +263,8 @@ def test_the_issues_records_are_refused_or_redone(copy):
     assert (f"tfkd: {copy / 'metrics' / 'ensemble.json'} is damaged: not JSON"
             in result.stderr), result.stderr[-3000:]
     assert not (copy / "metrics" / "ensemble.json").exists()
-    assert "| ensemble " not in (copy / "results.md").read_text()
+    assert not [line for line in (copy / "results.md").read_text().splitlines()
+                if line.startswith("| ensemble ")]
 
 
 def test_a_users_file_in_metrics_is_left_alone(copy):
@@ -321,8 +325,9 @@ def test_an_unwritable_folder_or_unreadable_file_is_refused_before_anything_trai
             finally:
                 os.chmod(path, previous)
             line = assert_one_line(result, path)
-            assert ("cannot write in" in line or "cannot be read" in line
-                    or "Permission denied" in line), (rel, line)
+            assert ("a folder this user cannot write in" in line and "chmod -R u+w" in line
+                    if mode == 0o555 else "cannot be read" in line and "chmod u+r" in line), (
+                rel, line)
             assert snapshot(workdir) == before, rel
     finally:
         shutil.rmtree(top)

@@ -537,7 +537,10 @@ class Workdir:
             for folder in ("", *FOLDERS):
                 directory = os.path.join(own, folder)
                 if os.path.isdir(directory):
-                    probe, path = _temporary(directory, "probe")
+                    try:
+                        probe, path = _temporary(directory, "probe")
+                    except PermissionError:
+                        raise UnusableWorkdir(_unwritable(directory)) from None
                     probe.close()
                     os.remove(path)
             self._remove_temporary(own)
@@ -664,9 +667,7 @@ class Workdir:
         removed and redone by the run that trains or evaluates its model, one of another
         name (a user's file) is left alone and out of the results. One line each."""
         own = self.scratch or self.root
-        problems = [] if _can(own, os.W_OK | os.X_OK) else [
-            f"{own} is a folder this user cannot write in, and tfkd writes there; make it "
-            f"writable (chmod u+w {own}), or use another --workdir"]
+        problems = [] if _can(own, os.W_OK | os.X_OK) else [_unwritable(own)]
         records = []
         for entry in sorted(_own_entries(own), key=lambda e: e.path):
             relative = os.path.relpath(entry.path, own).replace(os.sep, "/")
@@ -677,9 +678,7 @@ class Workdir:
             if wrong:
                 problems.append(wrong)
             elif kind == DIR and not _can(entry.path, os.W_OK | os.X_OK):
-                problems.append(
-                    f"{entry.path} is a folder this user cannot write in, and tfkd writes "
-                    f"there; make it writable (chmod -R u+w {entry.path}), or remove it")
+                problems.append(_unwritable(entry.path))
             elif kind == READ and not _can(entry.path, os.R_OK):
                 problems.append(f"{entry.path} cannot be read by this user, and tfkd reads "
                                 f"it; make it readable (chmod u+r {entry.path}), or remove it")
@@ -718,6 +717,11 @@ def _wrong_kind(path, kind):
     return (f"{path} is {kind_of(mode)}, where tfkd keeps a "
             f"{'folder' if kind == DIR else 'file'} of its own; move it out of the workdir "
             "(or remove it), or use another --workdir")
+
+
+def _unwritable(path):
+    return (f"{path} is a folder this user cannot write in, and tfkd writes there; make it "
+            f"writable (chmod -R u+w {path}), or use another --workdir")
 
 
 def _log_warning(message, *args):
