@@ -115,6 +115,21 @@ def test_a_link_at_anything_a_run_writes_is_refused_and_nothing_outside_changes(
     assert snapshot(workdir) == before
 
 
+def test_every_entry_a_run_writes_is_in_the_layout_the_pre_flight_check_knows(written):
+    """workdir.LAYOUT, which `Workdir.check` holds a workdir's entries to before a run, knows
+    every file and folder every mode writes, as the kind it is; every metrics record is of
+    a name tfkd writes (a damaged one is redone, not taken for a user's file)."""
+    from tfkd.workdir import DIR, RECORD_NAME, layout_kind
+
+    workdir, _ = written
+    for rel in entries(workdir):
+        kind = layout_kind(rel.replace(os.sep, "/"))
+        assert kind is not None, rel
+        assert (kind == DIR) == os.path.isdir(workdir / rel), (rel, kind)
+    names = [n[:-len(".json")] for n in os.listdir(workdir / "metrics")]
+    assert len(names) >= 6 and all(RECORD_NAME.match(n) for n in names), names
+
+
 def test_the_lock_is_never_opened_through_a_link_or_a_second_name(tmp_path):
     from tfkd import workdir as workdir_lib
 

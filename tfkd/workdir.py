@@ -321,13 +321,15 @@ def read_record(path, schema):
     in "?" may be missing), a one-element list [schema] (a JSON array of such items), or a
     function (value) -> None or the phrase of what belongs there.
 
-    Raises FileNotFoundError (or NotADirectoryError) when there is no such file, else
-    DamagedFile naming the path and the first problem: not a regular file (never opened,
+    Raises FileNotFoundError (or NotADirectoryError) when there is no such file,
+    UnsafeWorkdir when it is a symbolic link, else DamagedFile naming the path and the first problem: not a regular file (never opened,
     so a FIFO never blocks), unreadable, empty, too large, not UTF-8 JSON, or not of the
     schema's shape.
     """
     path = os.fspath(path)
     info = os.lstat(path)  # FileNotFoundError: no record
+    if stat.S_ISLNK(info.st_mode):  # as every link in a workdir is (see check_no_links)
+        raise _unsafe(path, _link_problem(path))
     if not stat.S_ISREG(info.st_mode):
         raise DamagedFile(path, f"is {kind_of(info.st_mode)}, where tfkd keeps a file of "
                           "its own", "move it out of the workdir (or remove it), or use "
@@ -448,10 +450,12 @@ METRICS = {"row": ROW, "role?": str, "settings?": dict, "sha?": str, "teacher_fi
            "history?": dict, "members?": [str], "file?": str}
 # The names of the records tfkd writes in metrics/ (tfkd.modes: members, teachers from
 # --teacher_dir, ensembles, distilled students and their architecture's variants, self-
-# distillation steps and their alpha = 0 probes, joint). A damaged record of one of these
+# distillation steps and their alpha = 0 probes, joint, analyze's independent students;
+# tests/test_links.py learns what every mode writes). A damaged record of one of these
 # names is tfkd's and is redone; one of any other name is a user's, left alone.
 RECORD_NAME = re.compile(r"^(member_\d+|teacher_\d+|ensemble|distilled(_\w+)?|joint|"
-                         r"self_distilled_\d+_g\d+(_alpha0)?|self_distilled_ensemble)$")
+                         r"independent(_\d+)?|self_distilled_\d+_g\d+(_alpha0)?|"
+                         r"self_distilled_ensemble)$")
 
 # What runs write in a workdir, by path relative to it ("/"-separated): what kind of entry
 # each is. Checked before a run starts (`Workdir.check`); tests/test_links.py learns what
@@ -464,7 +468,7 @@ LAYOUT = [(re.compile(f"^({pattern})$"), kind) for pattern, kind in [
     ("|".join(FOLDERS), DIR),
     (r"models/[^/]+\.keras|metrics/[^/]+\.json|state/[^/]+\.npz|cache/[^/]+\.npy", READ),
     (r"cache/[^/]+-views-[^/]+", DIR),
-    (r"cache/[^/]+-views-[^/]+/epoch_\d+\.npy", READ),
+    (r"cache/[^/]+-views-[^/]+/epoch_\d+(\.[0-9a-f]+)?\.npy", READ),
     (r"logs/[^/]+|logs/[^/]+/(train|validation)", DIR),
     (r"logs/[^/]+/(train|validation)/events\.out\.tfevents\.[^/]+", FILE),
     (r"tune/(best\.flags|trials\.(md|csv|png))", FILE),
