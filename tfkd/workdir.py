@@ -312,8 +312,9 @@ def kind_of(mode):
 
 def read_record(path, schema):
     """The JSON value of the record at `path`, checked against `schema`; the one reader of a
-    workdir's JSON files (hand-written here rather than json.load alone because a record
-    is read by name from a folder a user can edit: it may be anything).
+    workdir's JSON files: a record is read by name from a folder a user can edit, so it may
+    be anything. (By hand: jsonschema is no dependency of tfkd, the schemas are a few
+    lines, and the messages name the value as the user sees it in the file.)
 
     A schema is a type (`str`, `int`, `float`, `bool`, `dict`, `list`, `type(None)`; bool is
     never taken for a number, an int is taken for a float), a tuple of schemas (any of
@@ -322,9 +323,9 @@ def read_record(path, schema):
     function (value) -> None or the phrase of what belongs there.
 
     Raises FileNotFoundError (or NotADirectoryError) when there is no such file,
-    UnsafeWorkdir when it is a symbolic link, else DamagedFile naming the path and the first problem: not a regular file (never opened,
-    so a FIFO never blocks), unreadable, empty, too large, not UTF-8 JSON, or not of the
-    schema's shape.
+    UnsafeWorkdir when it is a symbolic link, else DamagedFile naming the path and the first
+    problem: not a regular file (never opened, so a FIFO never blocks), unreadable, empty,
+    too large, not UTF-8 JSON, or not of the schema's shape.
     """
     path = os.fspath(path)
     info = os.lstat(path)  # FileNotFoundError: no record
