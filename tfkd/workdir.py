@@ -689,6 +689,8 @@ class Workdir:
                                 f"it; make it readable (chmod u+r {entry.path}), or remove it")
             elif re.match(r"^metrics/[^/]+\.json$", relative):
                 records.append(entry.path)
+            elif re.match(r"^tune/search-[^/]+/(.+/)?[^/]+\.json$", relative):
+                problems += _search_problem(entry.path, own)
         if problems:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise UnusableWorkdir(problems[0] + more)
@@ -722,6 +724,21 @@ def _wrong_kind(path, kind):
     return (f"{path} is {kind_of(mode)}, where tfkd keeps a "
             f"{'folder' if kind == DIR else 'file'} of its own; move it out of the workdir "
             "(or remove it), or use another --workdir")
+
+
+def _search_problem(path, own):
+    """[the refusal of keras-tuner's JSON file `path` of a search in tune/], if it is not
+    JSON (keras-tuner reads it back when the search continues, and fails with a traceback);
+    its shapes are keras-tuner's own (build_config.json may hold null), so they are not
+    checked, and the project is not redone: its finished trials are the user's work."""
+    try:
+        read_record(path, lambda value: None)
+        return []
+    except DamagedFile as e:
+        relative = os.path.relpath(path, os.path.join(own, "tune"))
+        project = os.path.join(own, "tune", relative.split(os.sep)[0])
+        return [f"{e.path} {e.problem}; it is keras-tuner's record of a search: remove "
+                f"{project} to start that search over, or use another --workdir"]
 
 
 def _unwritable(path):
