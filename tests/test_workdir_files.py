@@ -331,3 +331,18 @@ def test_an_unwritable_folder_or_unreadable_file_is_refused_before_anything_trai
             assert snapshot(workdir) == before, rel
     finally:
         shutil.rmtree(top)
+
+
+def test_a_damaged_model_a_run_consumes_is_refused_before_anything_trains(copy, monkeypatch):
+    """--mode=analyze takes the distilled student as it is (it does not train it): a damaged
+    one was a Keras traceback."""
+    model = copy / "models" / "distilled.keras"
+    data = model.read_bytes()
+    for planted in (data[:len(data) // 2], data[:100] + bytes(len(data) - 100)):
+        model.write_bytes(planted)
+        before = snapshot(copy)
+        result = refused_before_training(["--mode=analyze", *RUN, f"--workdir={copy}"],
+                                         monkeypatch)
+        line = assert_one_line(result, model)
+        assert "run --mode=distill with this --workdir to train it again" in line, line
+        assert snapshot(copy) == before

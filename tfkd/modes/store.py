@@ -92,6 +92,24 @@ def find_finished(config, workdir, name, settings, teachers=None):
         return _redo(workdir, name, path, e)
 
 
+def load_finished(workdir, name, how_to_redo):
+    """The finished model `name`, as its record vouches for it (its checksum matches and it
+    loads), for a run that consumes it rather than trains it; else a ConfigError naming the
+    file and `how_to_redo` it."""
+    path = workdir.model_path(name)
+    try:
+        record = workdir.read_metrics(name)
+    except (OSError, DamagedFile) as e:
+        raise ConfigError(f"{path} has no usable record ({describe(e)}); {how_to_redo}") from None
+    if record.get("sha") and file_sha(path) != record["sha"]:
+        raise ConfigError(f"{path} is damaged: its contents do not match the checksum in "
+                          f"{os.path.basename(workdir.metrics_path(name))}; {how_to_redo}")
+    try:
+        return workdir.load_model(name)
+    except Exception as e:  # noqa: BLE001 -- Keras raises many kinds for a damaged file
+        raise ConfigError(f"{path} is unreadable ({describe(e)}); {how_to_redo}") from None
+
+
 def _own(workdir, paths):
     """Whether every path is a model file of this workdir (its own members, not consumed
     from elsewhere)."""
