@@ -119,18 +119,20 @@ def read_record(directory):
 
 
 def _settings_schema():
-    """The JSON shape of the record's settings: each setting's type as the schema declares it
-    (a list of its item's type for a list setting). Settings it does not know are left to
-    the later check of their values (or, of an older tfkd, ignored)."""
+    """The JSON shape of the record's settings: each setting of the type the schema declares
+    (a list of its item's type for a list setting; text or null for one without a default).
+    Settings it does not know are left to the later check of their values (or, of an older
+    tfkd, ignored)."""
     kinds = {int: int, float: float, str: str}
-    schema = {}
-    for name in REMEMBERED:
-        field = FIELDS[name]
-        default, item = field.default, field.metadata["item"]
-        schema[f"{name}?"] = ([kinds[item]] if item is not None else bool
-                              if isinstance(default, bool) else kinds.get(type(default),
-                                                                          (str, type(None))))
-    return schema
+
+    def shape(field):
+        if field.metadata["item"] is not None:
+            return [kinds[field.metadata["item"]]]
+        if isinstance(field.default, bool):
+            return bool
+        return kinds.get(type(field.default), (str, type(None)))
+
+    return {f"{name}?": shape(FIELDS[name]) for name in REMEMBERED}
 
 
 def remembered(values, given):
