@@ -332,9 +332,7 @@ def read_record(path, schema):
     if stat.S_ISLNK(info.st_mode):  # as every link in a workdir is (see check_no_links)
         raise _unsafe(path, _link_problem(path))
     if not stat.S_ISREG(info.st_mode):
-        raise DamagedFile(path, f"is {kind_of(info.st_mode)}, where tfkd keeps a file of "
-                          "its own", "move it out of the workdir (or remove it), or use "
-                          "another --workdir")
+        raise DamagedFile(path, _kind_problem(info.st_mode, FILE), MOVE_IT)
     if info.st_size > MAX_RECORD_BYTES:
         raise DamagedFile(path, f"is damaged: {_size(info.st_size)}, more than a record of "
                           f"tfkd's ({_size(MAX_RECORD_BYTES)} at most)")
@@ -721,9 +719,16 @@ def _wrong_kind(path, kind):
     mode = os.lstat(path).st_mode
     if (stat.S_ISDIR(mode) if kind == DIR else stat.S_ISREG(mode)):
         return None
-    return (f"{path} is {kind_of(mode)}, where tfkd keeps a "
-            f"{'folder' if kind == DIR else 'file'} of its own; move it out of the workdir "
-            "(or remove it), or use another --workdir")
+    return f"{path} {_kind_problem(mode, kind)}; {MOVE_IT}"
+
+
+# What to do with an entry of the wrong kind: it may be the user's, so tfkd never removes it.
+MOVE_IT = "move it out of the workdir (or remove it), or use another --workdir"
+
+
+def _kind_problem(mode, kind):
+    wanted = "folder" if kind == DIR else "file"
+    return f"is {kind_of(mode)}, where tfkd keeps a {wanted} of its own"
 
 
 def _search_problem(path, own):
