@@ -102,11 +102,12 @@ def read_record(directory):
     """The settings recorded by the last run that finished in `directory`, or {} (no record,
     or one of a tfkd that recorded none). A damaged one is a ConfigError naming it: what
     later runs default to is not guessed."""
-    from tfkd.workdir import DamagedFile, read_record as read_valid
+    from tfkd.workdir import DamagedFile, settings_schema
+    from tfkd.workdir import read_record as read_valid
 
     path = os.path.join(directory, RECORD)
     try:
-        record = read_valid(path, {"settings?": (_settings_schema(), type(None))})
+        record = read_valid(path, {"settings?": (settings_schema(REMEMBERED), type(None))})
     except (FileNotFoundError, NotADirectoryError):
         return {}
     except DamagedFile as e:
@@ -116,23 +117,6 @@ def read_record(directory):
                           "workdir default to: fix it, or remove it (a run then takes the "
                           "settings given and the defaults, and records them anew)") from None
     return record.get("settings") or {}
-
-
-def _settings_schema():
-    """The JSON shape of the record's settings: each setting of the type the schema declares
-    (a list of its item's type for a list setting; text or null for one without a default).
-    Settings it does not know are left to the later check of their values (or, of an older
-    tfkd, ignored)."""
-    kinds = {int: int, float: float, str: str}
-
-    def shape(field):
-        if field.metadata["item"] is not None:
-            return [kinds[field.metadata["item"]]]
-        if isinstance(field.default, bool):
-            return bool
-        return kinds.get(type(field.default), (str, type(None)))
-
-    return {f"{name}?": shape(FIELDS[name]) for name in REMEMBERED}
 
 
 def remembered(values, given):

@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 
-from tfkd.config import ConfigError
+from tfkd.config import FIELDS, ConfigError
 
 # The names of tfkd's temporary files (`_temporary`): ".<base>.tfkd-tmp-<mkstemp's 8
 # random characters><ext>". Only names of this pattern are ever swept: a user's
@@ -444,9 +444,31 @@ ROW = {"name": _text, "kind": _text, "val_accuracy?": _fraction, "test_accuracy?
        "test_nll?": NUMBER, "test_ece?": NUMBER, "alpha?": NUMBER, "seed?": WHOLE,
        "generation?": WHOLE, "teacher?": (str, type(None)), "train_examples?": WHOLE,
        "val_examples?": WHOLE, "test_examples?": WHOLE}
-# metrics/<name>.json: what tfkd.modes.store and the report read of it.
-METRICS = {"row": ROW, "role?": str, "settings?": dict, "sha?": str, "teacher_files?": dict,
-           "history?": dict, "members?": [str], "file?": str}
+
+
+def settings_schema(names):
+    """The JSON shape of recorded settings `names`: each of the type tfkd/config.py declares
+    (a list of its item's type for a list setting; text or null for one without a default).
+    A setting it does not know is left alone (a record of another tfkd version)."""
+    kinds = {int: int, float: float, str: str}
+
+    def shape(field):
+        if field.metadata["item"] is not None:
+            return [kinds[field.metadata["item"]]]
+        if isinstance(field.default, bool):
+            return bool
+        return kinds.get(type(field.default), (str, type(None)))
+
+    return {f"{name}?": shape(FIELDS[name]) for name in names}
+
+
+# metrics/<name>.json: what tfkd.modes.store and the report read of it. Its settings are
+# the model's identity (tfkd.modes.store.model_identity): its seed, teachers (their content
+# hash, or a name), alpha, and settings of the schema.
+METRICS = {"row": ROW, "role?": str, "sha?": str, "teacher_files?": dict, "history?": dict,
+           "members?": [str], "file?": str,
+           "settings?": {"seed?": int, "teachers?": str, "alpha?": float, "joint_k?": int,
+                         **settings_schema(FIELDS)}}
 # The names of the records tfkd writes in metrics/ (tfkd.modes: members, teachers from
 # --teacher_dir, ensembles, distilled students and their architecture's variants, self-
 # distillation steps and their alpha = 0 probes, joint, analyze's independent students;

@@ -155,9 +155,10 @@ def reusable(config, workdir, name, settings, record):
         return False
     field = changed[0]
     raise ConfigError(
-        f"{workdir.root} already holds {name} trained with {field}={stored.get(field)!r}, "
-        f"but this run asks for {field}={settings.get(field)!r}; use another --workdir, or "
-        "--overwrite to retrain what differs")
+        f"{workdir.root} already holds {name} trained with {field}={stored.get(field)!r} "
+        f"(as {workdir.metrics_path(name)} records), but this run asks for "
+        f"{field}={settings.get(field)!r}; use another --workdir, or --overwrite to retrain "
+        "what differs")
 
 
 # --- members: the models a run consumes as teachers ------------------------------------------
