@@ -115,6 +115,52 @@ def test_a_link_at_anything_a_run_writes_is_refused_and_nothing_outside_changes(
     assert snapshot(workdir) == before
 
 
+def test_every_entry_a_run_writes_is_in_the_layout_the_pre_flight_check_knows(written):
+    """workdir.LAYOUT, which `Workdir.check` holds a workdir's entries to before a run, knows
+    every file and folder every mode writes, as the kind it is; every metrics record is of
+    a name tfkd writes (a damaged one is redone, not taken for a user's file)."""
+    from tfkd.workdir import DIR, RECORD_NAME, layout_kind
+
+    workdir, _ = written
+    for rel in entries(workdir):
+        kind = layout_kind(rel.replace(os.sep, "/"))
+        assert kind is not None, rel
+        assert (kind == DIR) == os.path.isdir(workdir / rel), (rel, kind)
+    names = [n[:-len(".json")] for n in os.listdir(workdir / "metrics")]
+    assert len(names) >= 6 and all(RECORD_NAME.match(n) for n in names), names
+
+
+def test_a_damaged_file_of_a_tune_search_is_refused_before_anything_trains(
+        written, tmp_path, monkeypatch):
+    """keras-tuner reads its project back when a search continues (a traceback on a damaged
+    file): each of its JSON files, truncated, is refused in one line naming it, before any
+    training (see tests/test_workdir_files.py for tfkd's own files)."""
+    import keras
+
+    source, _ = written
+    workdir = tmp_path / "w"
+    shutil.copytree(source, workdir, symlinks=True)
+    found = [rel for rel in entries(workdir)
+             if rel.startswith(os.path.join("tune", "search-")) and rel.endswith(".json")]
+    assert len(found) >= 3, found
+
+    def training(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(keras.Model, "fit", training)
+    for rel in found:
+        path = workdir / rel
+        data = path.read_bytes()
+        path.write_bytes(data[:len(data) // 2])
+        before = snapshot(workdir)
+        result = tfkd("--mode=tune", *RUN, "--max_trials=1", f"--workdir={workdir}")
+        errors = [ln for ln in result.stderr.splitlines() if ln.startswith("tfkd: error:")]
+        assert result.returncode == 2 and len(errors) == 1, (rel, result.stderr[-3000:])
+        assert f"{path} is damaged" in errors[0] and "to start that search over" in errors[0]
+        assert snapshot(workdir) == before
+        path.write_bytes(data)
+
+
 def test_the_lock_is_never_opened_through_a_link_or_a_second_name(tmp_path):
     from tfkd import workdir as workdir_lib
 

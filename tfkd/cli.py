@@ -114,14 +114,24 @@ def config_from_flags(remember=True):
 # --- what the workdir remembers ---------------------------------------------------------------
 
 def read_record(directory):
-    """The settings recorded by the last run that finished in `directory`, or {}."""
-    from tfkd.workdir import read_json
+    """The settings recorded by the last run that finished in `directory`, or {} (no record,
+    or one of a tfkd that recorded none). A damaged one is a ConfigError naming it: what
+    later runs default to is not guessed."""
+    from tfkd.workdir import DamagedFile, settings_schema
+    from tfkd.workdir import read_record as read_valid
 
     path = os.path.join(directory, RECORD)
     try:
-        return read_json(path).get("settings") or {}
-    except (OSError, ValueError, AttributeError):
-        return {}  # no record (or one from an older tfkd): nothing remembered
+        record = read_valid(path, {"settings?": (settings_schema(REMEMBERED), type(None))})
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    except DamagedFile as e:
+        if not e.problem.startswith("is damaged"):
+            raise
+        raise ConfigError(f"{e.path} {e.problem}; it holds the settings later runs on its "
+                          "workdir default to: fix it, or remove it (a run then takes the "
+                          "settings given and the defaults, and records them anew)") from None
+    return record.get("settings") or {}
 
 
 def remembered(values, given):
@@ -363,6 +373,7 @@ def _run(used):
                    if cluster is not None and not cluster.is_chief else None)
         used["new"] = first_missing(config.workdir)
         workdir = used["workdir"] = Workdir(config.workdir, scratch=scratch).create()
+        workdir.check()  # every file it reads or writes, before anything trains
     except (ConfigError, WorkdirBusy) as e:
         _fail(str(e))
     except OSError as e:

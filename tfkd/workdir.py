@@ -32,6 +32,7 @@ import contextlib
 import errno
 import fcntl
 import json
+import math
 import os
 import re
 import shutil
@@ -41,7 +42,7 @@ import sys
 import tempfile
 import time
 
-from tfkd.config import ConfigError
+from tfkd.config import FIELDS, ConfigError
 
 # The names of tfkd's temporary files (`_temporary`): ".<base>.tfkd-tmp-<mkstemp's 8
 # random characters><ext>". Only names of this pattern are ever swept: a user's
@@ -283,9 +284,235 @@ def write_json(path, obj):
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def read_json(path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+# --- reading: every file of a workdir is validated, not trusted --------------------------------
+
+class DamagedFile(ConfigError):
+    """A workdir file that is not what tfkd wrote there: not a regular file, unreadable, not
+    JSON, or JSON of another shape than its schema. `path` and `problem` (the message's
+    phrase after the path); callers decide whether to redo the file or refuse with it."""
+
+    def __init__(self, path, problem, advice="remove it, or restore it from a backup"):
+        self.path, self.problem = os.fspath(path), problem
+        super().__init__(f"{self.path} {problem}; {advice}")
+
+
+# A record is small (a result row and a history); a bigger one is not tfkd's.
+MAX_RECORD_BYTES = 64 << 20
+
+
+def kind_of(mode):
+    """What a file of `mode` (st_mode) is, as a message says it."""
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISLNK, "a symbolic link")):
+        if test(mode):
+            return name
+    return "a regular file"
+
+
+def read_record(path, schema):
+    """The JSON value of the record at `path`, checked against `schema`; the one reader of a
+    workdir's JSON files: a record is read by name from a folder a user can edit, so it may
+    be anything. (By hand: jsonschema is no dependency of tfkd, the schemas are a few
+    lines, and the messages name the value as the user sees it in the file.)
+
+    A schema is a type (`str`, `int`, `float`, `bool`, `dict`, `list`, `type(None)`; bool is
+    never taken for a number, an int is taken for a float), a tuple of schemas (any of
+    them), a dict {key: schema} (a JSON object with those keys, more allowed; a key ending
+    in "?" may be missing), a one-element list [schema] (a JSON array of such items), or a
+    function (value) -> None or the phrase of what belongs there.
+
+    Raises FileNotFoundError (or NotADirectoryError) when there is no such file,
+    UnsafeWorkdir when it is a symbolic link, else DamagedFile naming the path and the first
+    problem: not a regular file (never opened, so a FIFO never blocks), unreadable, empty,
+    too large, not UTF-8 JSON, or not of the schema's shape.
+    """
+    path = os.fspath(path)
+    info = os.lstat(path)  # FileNotFoundError: no record
+    if stat.S_ISLNK(info.st_mode):  # as every link in a workdir is (see check_no_links)
+        raise _unsafe(path, _link_problem(path))
+    if not stat.S_ISREG(info.st_mode):
+        raise DamagedFile(path, _kind_problem(info.st_mode, FILE), MOVE_IT)
+    if info.st_size > MAX_RECORD_BYTES:
+        raise DamagedFile(path, f"is damaged: {_size(info.st_size)}, more than a record of "
+                          f"tfkd's ({_size(MAX_RECORD_BYTES)} at most)")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            data = f.read(MAX_RECORD_BYTES + 1)
+    except OSError as e:
+        raise DamagedFile(path, f"cannot be read ({e.strerror or e})",
+                          "make it readable by this user (chmod u+r), or remove it") from None
+    if not data.strip():
+        raise DamagedFile(path, "is damaged: it is empty")
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise DamagedFile(path, f"is damaged: not UTF-8 text (byte {e.start})") from None
+    except ValueError as e:  # json.JSONDecodeError, or a number too long to convert
+        raise DamagedFile(path, f"is damaged: not JSON ({str(e).splitlines()[0][:120]})") from None
+    problem = schema_problem(value, schema)
+    if problem:
+        raise DamagedFile(path, f"is damaged: {problem}")
+    return value
+
+
+_NAMES = {str: "text", int: "a whole number", float: "a number", bool: "true or false",
+          dict: "an object", list: "a list", type(None): "null"}
+
+
+def _expected(schema):
+    if isinstance(schema, dict):
+        return "an object"
+    if isinstance(schema, list):
+        return "a list"
+    if isinstance(schema, tuple):
+        return " or ".join(dict.fromkeys(_expected(s) for s in schema))
+    return _NAMES.get(schema, "another value")
+
+
+def _shown(value):
+    text = json.dumps(value) if not isinstance(value, (dict, list)) else (
+        "an object" if isinstance(value, dict) else "a list")
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _fits(value, schema):
+    if isinstance(schema, tuple):
+        return any(_fits(value, s) for s in schema)
+    if isinstance(schema, dict):
+        return isinstance(value, dict)
+    if isinstance(schema, list):
+        return isinstance(value, list)
+    if schema is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if schema is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(schema, type):
+        return isinstance(value, schema)
+    return schema(value) is None
+
+
+def schema_problem(value, schema, where=""):
+    """The first way `value` does not fit `schema` (see `read_record`), or None."""
+    place = where or "the file"
+    if isinstance(schema, tuple):
+        # The one alternative of the value's own kind says best what is wrong inside it.
+        inner = [s for s in schema if isinstance(s, (dict, list)) and _fits(value, s)]
+        if inner:
+            return schema_problem(value, inner[0], where)
+        return None if _fits(value, schema) else (
+            f"{place} holds {_shown(value)}, where {_expected(schema)} belongs")
+    if not isinstance(schema, (type, dict, list)):
+        why = schema(value)
+        return f"{place} holds {_shown(value)}, where {why} belongs" if why else None
+    if not _fits(value, schema):
+        return f"{place} holds {_shown(value)}, where {_expected(schema)} belongs"
+    if isinstance(schema, dict):
+        for key, inner in schema.items():
+            name = key.rstrip("?")
+            inside = f"{where}.{name}" if where else name
+            if name not in value:
+                if key.endswith("?"):
+                    continue
+                return f"{inside} is missing"
+            problem = schema_problem(value[name], inner, inside)
+            if problem:
+                return problem
+    if isinstance(schema, list):
+        for i, item in enumerate(value):
+            problem = schema_problem(item, schema[0], f"{where}[{i}]")
+            if problem:
+                return problem
+    return None
+
+
+def _text(value):
+    return None if isinstance(value, str) and value else "non-empty text"
+
+
+def _fraction(value):
+    if value is None or (_fits(value, float) and (not math.isfinite(value) or 0 <= value <= 1)):
+        return None  # None and NaN: not measured
+    return "a fraction in [0, 1] or null"
+
+
+NUMBER = (float, type(None))
+WHOLE = (int, type(None))
+# A result row, as the modes write it and tfkd.report reads it.
+ROW = {"name": _text, "kind": _text, "val_accuracy?": _fraction, "test_accuracy?": _fraction,
+       "test_nll?": NUMBER, "test_ece?": NUMBER, "alpha?": NUMBER, "seed?": WHOLE,
+       "generation?": WHOLE, "teacher?": (str, type(None)), "train_examples?": WHOLE,
+       "val_examples?": WHOLE, "test_examples?": WHOLE}
+
+
+def settings_schema(names):
+    """The JSON shape of recorded settings `names`: each of the type tfkd/config.py declares
+    (a list of its item's type for a list setting; text or null for one without a default).
+    A setting it does not know is left alone (a record of another tfkd version)."""
+    kinds = {int: int, float: float, str: str}
+
+    def shape(field):
+        if field.metadata["item"] is not None:
+            return [kinds[field.metadata["item"]]]
+        if isinstance(field.default, bool):
+            return bool
+        return kinds.get(type(field.default), (str, type(None)))
+
+    return {f"{name}?": shape(FIELDS[name]) for name in names}
+
+
+# metrics/<name>.json: what tfkd.modes.store and the report read of it. Its settings are
+# the model's identity (tfkd.modes.store.model_identity): its seed, teachers (their content
+# hash, or a name), alpha, and settings of the schema.
+METRICS = {"row": ROW, "role?": str, "sha?": str, "teacher_files?": dict, "history?": dict,
+           "members?": [str], "file?": str,
+           "settings?": {"seed?": int, "teachers?": str, "alpha?": float, "joint_k?": int,
+                         **settings_schema(FIELDS)}}
+# The names of the records tfkd writes in metrics/ (tfkd.modes: members, teachers from
+# --teacher_dir, ensembles, distilled students and their architecture's variants, self-
+# distillation steps and their alpha = 0 probes, joint, analyze's independent students;
+# tests/test_links.py learns what every mode writes). A damaged record of one of these
+# names is tfkd's and is redone; one of any other name is a user's, left alone.
+RECORD_NAME = re.compile(r"^(member_\d+|teacher_\d+|ensemble|distilled(_\w+)?|joint|"
+                         r"independent(_\d+)?|self_distilled_\d+_g\d+(_alpha0)?|"
+                         r"self_distilled_ensemble)$")
+
+# What runs write in a workdir, by path relative to it ("/"-separated): what kind of entry
+# each is. Checked before a run starts (`Workdir.check`); tests/test_links.py learns what
+# every mode writes and holds this complete. READ: a file tfkd reads back.
+DIR, FILE, READ = "folder", "file", "read"
+LAYOUT = [(re.compile(f"^({pattern})$"), kind) for pattern, kind in [
+    (r"config\.json", READ),
+    (r"results\.(md|csv|json|png)|analysis\.(json|md|png)|gradcam\.png|"
+     r"self_distill_alphas\.json|\.lock", FILE),
+    ("|".join(FOLDERS), DIR),
+    (r"models/[^/]+\.keras|metrics/[^/]+\.json|state/[^/]+\.npz|cache/[^/]+\.npy", READ),
+    (r"cache/[^/]+-views-[^/]+", DIR),
+    (r"cache/[^/]+-views-[^/]+/epoch_\d+(\.[0-9a-f]+)?\.npy", READ),
+    (r"logs/[^/]+|logs/[^/]+/(train|validation)", DIR),
+    (r"logs/[^/]+/(train|validation)/events\.out\.tfevents\.[^/]+", FILE),
+    (r"tune/(best\.flags|trials\.(md|csv|png))", FILE),
+    # keras-tuner's project: its state, and a folder per trial (what it reads back).
+    (r"tune/search-[^/]+|tune/search-[^/]+/trial_[^/]+", DIR),
+    (r"tune/search-[^/]+/[^/]+\.json|tune/search-[^/]+/trial_[^/]+/[^/]+", READ),
+]]
+
+
+def layout_kind(relative):
+    """The kind of entry (DIR, FILE, READ) runs write at `relative`, or None."""
+    return next((kind for pattern, kind in LAYOUT if pattern.match(relative)), None)
+
+
+class UnusableWorkdir(ConfigError):
+    """An entry of the workdir is not of the kind tfkd writes there, or this user cannot
+    read or write it: found before anything trains; the message names it and what to do."""
+
+
+def _can(path, mode):
+    # The process's effective ids decide what it may do (os.access uses the real ones).
+    effective = os.access in os.supports_effective_ids
+    return os.access(path, mode, effective_ids=effective)
 
 
 class Workdir:
@@ -326,12 +553,19 @@ class Workdir:
         if took:
             _lock(self.root)
         try:
+            wrong = [_wrong_kind(os.path.join(own, folder), DIR) for folder in FOLDERS
+                     if os.path.lexists(os.path.join(own, folder))]
+            if any(wrong):  # found before the folders are made (see `check` for the rest)
+                raise UnusableWorkdir(next(filter(None, wrong)))
             for sub in SUBDIRS:
                 os.makedirs(os.path.join(own, sub), exist_ok=True)
             for folder in ("", *FOLDERS):
                 directory = os.path.join(own, folder)
                 if os.path.isdir(directory):
-                    probe, path = _temporary(directory, "probe")
+                    try:
+                        probe, path = _temporary(directory, "probe")
+                    except PermissionError:
+                        raise UnusableWorkdir(_unwritable(directory)) from None
                     probe.close()
                     os.remove(path)
             self._remove_temporary(own)
@@ -423,16 +657,126 @@ class Workdir:
         write_json(self._write("metrics", f"{name}.json"), record)
 
     def read_metrics(self, name):
-        return read_json(self.metrics_path(name))
+        """`name`'s record, validated (METRICS, and a row of its own name); raises
+        FileNotFoundError when there is none, DamagedFile when it is not a record."""
+        path = self.metrics_path(name)
+        record = read_record(path, METRICS)
+        if record["row"]["name"] != name:
+            raise DamagedFile(path, f"is damaged: it holds the row of "
+                              f"{record['row']['name']!r}, not of {name!r}")
+        return record
 
     def all_metrics(self):
-        """Every metrics record in the workdir, sorted by name."""
+        """Every valid metrics record in the workdir, sorted by name; others (reported by
+        `check`) are left out."""
         directory = self.path("metrics")
         if not os.path.isdir(directory):
             return []
-        return [read_json(os.path.join(directory, f))
-                for f in sorted(os.listdir(directory))
-                if f.endswith(".json") and not f.startswith(".")]
+        records = []
+        for f in sorted(os.listdir(directory)):
+            if f.endswith(".json") and not f.startswith("."):
+                try:
+                    records.append(self.read_metrics(f[:-len(".json")]))
+                except (OSError, DamagedFile) as e:
+                    if os.path.join(directory, f) not in self._reported:
+                        _log_warning("tfkd: ignoring %s: %s", os.path.join(directory, f), e)
+        return records
+
+    _reported = frozenset()
+
+    def check(self):
+        """The pre-flight check of a run, after `create` and before anything trains: every
+        entry the run may read or write (LAYOUT) is of its kind, readable and writable by
+        this user, else UnusableWorkdir naming it and what to do (nothing was changed); then
+        each metrics record is validated: a damaged one of tfkd's names (RECORD_NAME) is
+        removed and redone by the run that trains or evaluates its model, one of another
+        name (a user's file) is left alone and out of the results. One line each."""
+        own = self.scratch or self.root
+        problems = [] if _can(own, os.W_OK | os.X_OK) else [_unwritable(own)]
+        records = []
+        for entry in sorted(_own_entries(own), key=lambda e: e.path):
+            relative = os.path.relpath(entry.path, own).replace(os.sep, "/")
+            kind = layout_kind(relative)
+            if kind is None:
+                continue
+            wrong = _wrong_kind(entry.path, kind)
+            if wrong:
+                problems.append(wrong)
+            elif kind == DIR and not _can(entry.path, os.W_OK | os.X_OK):
+                problems.append(_unwritable(entry.path))
+            elif kind == READ and not _can(entry.path, os.R_OK):
+                problems.append(f"{entry.path} cannot be read by this user, and tfkd reads "
+                                f"it; make it readable (chmod u+r {entry.path}), or remove it")
+            elif re.match(r"^metrics/[^/]+\.json$", relative):
+                records.append(entry.path)
+            elif re.match(r"^tune/search-[^/]+/(.+/)?[^/]+\.json$", relative):
+                problems += _search_problem(entry.path, own)
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise UnusableWorkdir(problems[0] + more)
+        if not self.writable:  # a cluster's other worker: the chief's files are the chief's
+            return self
+        reported = set()
+        for path in records:
+            name = os.path.basename(path)[:-len(".json")]
+            try:
+                self.read_metrics(name)
+                continue
+            except DamagedFile as e:
+                problem = e.problem
+            if RECORD_NAME.match(name):
+                os.remove(path)
+                _log_warning("tfkd: %s %s: removed; the run that trains or evaluates %s "
+                             "writes it again", path, problem, name)
+            else:
+                reported.add(path)
+                _log_warning("tfkd: ignoring %s: not a record of tfkd's (%s); left as it "
+                             "is, out of the results", path, problem.removeprefix("is damaged: "))
+        self._reported = frozenset(reported)
+        return self
+
+
+def _wrong_kind(path, kind):
+    """The refusal of an entry at `path` that is not of `kind` (DIR, FILE, READ), or None."""
+    mode = os.lstat(path).st_mode
+    if (stat.S_ISDIR(mode) if kind == DIR else stat.S_ISREG(mode)):
+        return None
+    return f"{path} {_kind_problem(mode, kind)}; {MOVE_IT}"
+
+
+# What to do with an entry of the wrong kind: it may be the user's, so tfkd never removes it.
+MOVE_IT = "move it out of the workdir (or remove it), or use another --workdir"
+
+
+def _kind_problem(mode, kind):
+    wanted = "folder" if kind == DIR else "file"
+    return f"is {kind_of(mode)}, where tfkd keeps a {wanted} of its own"
+
+
+def _search_problem(path, own):
+    """[the refusal of keras-tuner's JSON file `path` of a search in tune/], if it is not
+    JSON (keras-tuner reads it back when the search continues, and fails with a traceback);
+    its shapes are keras-tuner's own (build_config.json may hold null), so they are not
+    checked, and the project is not redone: its finished trials are the user's work."""
+    try:
+        read_record(path, lambda value: None)
+        return []
+    except DamagedFile as e:
+        relative = os.path.relpath(path, os.path.join(own, "tune"))
+        project = os.path.join(own, "tune", relative.split(os.sep)[0])
+        return [f"{e.path} {e.problem}; it is keras-tuner's record of a search: remove "
+                f"{project} to start that search over, or use another --workdir"]
+
+
+def _unwritable(path):
+    return (f"{path} is a folder this user cannot write in, and tfkd writes there; make it "
+            f"writable (chmod -R u+w {path}), or use another --workdir")
+
+
+def _log_warning(message, *args):
+    from absl import logging
+
+    logging.warning(message, *args)
 
 
 def first_missing(path):

@@ -42,7 +42,7 @@ from tfkd import metrics as metrics_lib
 from tfkd.analysis import adversarial, figures, gradcam, inheritance, invariance, stats
 from tfkd.config import ConfigError
 from tfkd.data import display_name
-from tfkd.modes import fit, inputs, results
+from tfkd.modes import fit, inputs, results, store
 from tfkd.report import markdown_table
 from tfkd.workdir import write_json, write_text
 
@@ -139,7 +139,8 @@ def run(config, workdir, splits=None, progress=None):
     if not workdir.has_model("distilled"):
         raise ConfigError(f"no distilled student in {workdir.root}; run --mode=distill (or "
                           "--mode=pipeline) with this --workdir first")
-    distilled = workdir.load_model("distilled")
+    distilled = store.load_finished(workdir, "distilled", "run --mode=distill with this "
+                                    "--workdir to train it again")
     # Before any student trains: what cannot run is known from the architectures.
     architecture = fit.build_student(config, splits, 0, "analysis_check")
     skipped = skipped_properties(config, splits, [

@@ -9,6 +9,7 @@ from absl import logging
 from tfkd import cache, metrics
 from tfkd.ensemble import Ensemble
 from tfkd.modes import store
+from tfkd.workdir import DamagedFile
 
 
 def split_sizes(splits):
@@ -91,7 +92,7 @@ def record_teachers(workdir, splits, members, paths):
                                                 for k, v in sizes.items()):
                 rows.append(record["row"])
                 continue
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        except (OSError, DamagedFile):  # none, or damaged: evaluated again
             pass
         row = {"name": name, "kind": TEACHER_KIND, "seed": None, "generation": None,
                "teacher": None, **evaluate_model(model, splits)}

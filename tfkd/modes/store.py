@@ -25,6 +25,7 @@ from absl import logging
 
 from tfkd import cache
 from tfkd.config import ConfigError, fields_in, identity_fields
+from tfkd.workdir import DamagedFile, Workdir
 
 MEMBER = re.compile(r"member_(\d+)\.keras$")
 
@@ -69,7 +70,7 @@ def find_finished(config, workdir, name, settings, teachers=None):
     try:
         record = workdir.read_metrics(name)
         row = record["row"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, DamagedFile) as e:
         return _redo(workdir, name, workdir.metrics_path(name), e)
     path = workdir.model_path(name)
     if record.get("sha") and cache.fingerprint([path], ()) != record["sha"]:
@@ -91,6 +92,24 @@ def find_finished(config, workdir, name, settings, teachers=None):
         return _redo(workdir, name, path, e)
 
 
+def load_finished(workdir, name, how_to_redo):
+    """The finished model `name`, as its record vouches for it (its checksum matches and it
+    loads), for a run that consumes it rather than trains it; else a ConfigError naming the
+    file and `how_to_redo` it."""
+    path = workdir.model_path(name)
+    try:
+        record = workdir.read_metrics(name)
+    except (OSError, DamagedFile) as e:
+        raise ConfigError(f"{path} has no usable record ({describe(e)}); {how_to_redo}") from None
+    if record.get("sha") and file_sha(path) != record["sha"]:
+        raise ConfigError(f"{path} is damaged: its contents do not match the checksum in "
+                          f"{os.path.basename(workdir.metrics_path(name))}; {how_to_redo}")
+    try:
+        return workdir.load_model(name)
+    except Exception as e:  # noqa: BLE001 -- Keras raises many kinds for a damaged file
+        raise ConfigError(f"{path} is unreadable ({describe(e)}); {how_to_redo}") from None
+
+
 def _own(workdir, paths):
     """Whether every path is a model file of this workdir (its own members, not consumed
     from elsewhere)."""
@@ -109,7 +128,8 @@ def teacher_files(teachers):
 
 
 def _redo(workdir, name, path, error):
-    why = error if isinstance(error, str) else f"it is unreadable ({describe(error)})"
+    why = (error if isinstance(error, str) else error.problem.removeprefix("is damaged: ")
+           if isinstance(error, DamagedFile) else f"it is unreadable ({describe(error)})")
     logging.warning("%s: %s is damaged: %s; training it again", name, path, why)
     workdir.remove_model(name)
     return None
@@ -135,9 +155,10 @@ def reusable(config, workdir, name, settings, record):
         return False
     field = changed[0]
     raise ConfigError(
-        f"{workdir.root} already holds {name} trained with {field}={stored.get(field)!r}, "
-        f"but this run asks for {field}={settings.get(field)!r}; use another --workdir, or "
-        "--overwrite to retrain what differs")
+        f"{workdir.root} already holds {name} trained with {field}={stored.get(field)!r} "
+        f"(as {workdir.metrics_path(name)} records), but this run asks for "
+        f"{field}={settings.get(field)!r}; use another --workdir, or --overwrite to retrain "
+        "what differs")
 
 
 # --- members: the models a run consumes as teachers ------------------------------------------
@@ -156,35 +177,33 @@ def held_members(directory):
     return []
 
 
-def recorded_row(path):
-    """The result row that the tfkd workdir holding model `path` (<dir>/models/NAME.keras)
-    recorded for it, or None (a plain .keras file, or an unreadable record)."""
+def _record_beside(path):
+    """The record the tfkd workdir holding model `path` (<dir>/models/NAME.keras) keeps of
+    it, validated, or None: a plain .keras file, no model or record, or a damaged record
+    (the model is then taken as a plain file)."""
     models = os.path.dirname(os.path.abspath(path))
     name = os.path.basename(path)[:-len(".keras")]
-    record = os.path.join(os.path.dirname(models), "metrics", f"{name}.json")
-    if os.path.basename(models) != "models" or not os.path.isfile(record):
+    if os.path.basename(models) != "models" or not os.path.isfile(path):
         return None
     try:
-        with open(record, encoding="utf-8") as f:
-            row = json.load(f)["row"]
-        return row if isinstance(row, dict) else None
-    except (OSError, ValueError, KeyError, TypeError):
+        return Workdir(os.path.dirname(models)).read_metrics(name)
+    except (OSError, DamagedFile):
         return None
+
+
+def recorded_row(path):
+    """The result row that the tfkd workdir holding model `path` recorded for it, or None
+    (see `_record_beside`)."""
+    record = _record_beside(path)
+    return record["row"] if record else None
 
 
 def members_architecture(directory):
     """The --model the tfkd workdir `directory`'s members were trained with, as member_0's
     record says, or None (no such record: plain .keras files, or no members yet)."""
-    row_path = os.path.join(directory, "models", "member_0.keras")
-    record = os.path.join(directory, "metrics", "member_0.json")
-    if not os.path.isfile(row_path) or not os.path.isfile(record):
-        return None
-    try:
-        with open(record, encoding="utf-8") as f:
-            model = json.load(f)["settings"]["model"]
-        return model if isinstance(model, str) else None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    record = _record_beside(os.path.join(directory, "models", "member_0.keras"))
+    model = record.get("settings", {}).get("model") if record else None
+    return model if isinstance(model, str) else None
 
 
 def student_suffix(config, teacher_directory):
