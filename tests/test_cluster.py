@@ -27,6 +27,7 @@ import time
 
 import keras
 import pytest
+from helpers.network import free_ports
 from helpers.command import ROOT, invoke, process_env
 
 from tfkd import runtime
@@ -34,14 +35,6 @@ from tfkd import runtime
 RUN = ["--smoke", "--model=mlp", "--num_models=1", "--mode=train"]
 
 
-def free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 # --- generated TF_CONFIGs ---------------------------------------------------------------------

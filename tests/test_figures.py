@@ -1,14 +1,13 @@
 """Figures read well: tick labels that do not overlap, whole-number steps."""
 
 import dataclasses
-import functools
-import importlib.util
 import os
 
 import numpy as np
 import pytest
 
 from helpers.figures import overlapping_tick_labels, tick_labels
+from helpers.tools import load_tool
 from tfkd.config import Config
 from tfkd.modes import tune
 
@@ -35,13 +34,8 @@ def test_trials_plot_tick_labels_do_not_overlap(seed):
         assert len(tick_labels(axes, "x")) >= 2
 
 
-@functools.lru_cache(maxsize=1)  # the tool defines absl flags when it is loaded
 def _chain_tool():
-    path = os.path.join(ROOT, "tools", "self_distill_chain.py")
-    spec = importlib.util.spec_from_file_location("self_distill_chain", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("self_distill_chain")
 
 
 @pytest.mark.parametrize("steps", [1, 2, 5])
@@ -56,11 +50,7 @@ def test_self_distillation_chain_plot_has_whole_step_ticks(steps):
 
 
 def _tool(name):
-    path = os.path.join(ROOT, "tools", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool(name)
 
 
 @pytest.mark.parametrize("name,attribute", [

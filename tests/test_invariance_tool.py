@@ -1,21 +1,13 @@
 """tools/invariance_transfer.py: other tfkd flags reach every stage; the ones a stage sets
 itself, and anything not written --name=value, are refused in one line."""
 
-import importlib.util
-import os
-
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers.tools import load_tool
 
 
 @pytest.fixture(scope="module")
 def tool():
-    path = os.path.join(ROOT, "tools", "invariance_transfer.py")
-    spec = importlib.util.spec_from_file_location("invariance_transfer", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("invariance_transfer")
 
 
 def test_tfkd_flags_are_passed_to_every_stage(tool):
