@@ -301,6 +301,14 @@ def test_a_student_of_another_architecture_lives_beside_the_members(tmp_path):
     # Each re-run finds its own student finished.
     cnn = ok(tfkd("--mode=distill", "--model=cnn", *common))
     assert "distilled_cnn" in cnn.stderr and "reused" in cnn.stderr.lower()
+    # analyze follows it: distilled_cnn against an independent cnn of its own name.
+    ok(tfkd("--mode=analyze", "--model=cnn", "--analysis_examples=32", "--pgd_steps=1",
+            *common))
+    analysis = json.load(open(workdir / "analysis.json"))
+    assert analysis["students"][0]["distilled"] == "distilled_cnn"
+    assert analysis["students"][0]["independent"] == "independent_cnn"
+    record = json.load(open(workdir / "metrics" / "independent_cnn.json"))
+    assert record["settings"]["model"] == "cnn"
 
 
 @pytest.mark.parametrize("argv,fits", [

@@ -52,14 +52,16 @@ GRADCAM = "Grad-CAM similarity with teacher"
 JITTER = "jitter consistency"
 
 
-def student_names(config, count=None):
+def student_names(config, count=None, suffix=""):
     """[(seed, distilled student's name, independent student's name)] of the compared pairs,
     seeds seed+N, seed+N+1, ... (`count`, default --analysis_students): the first pair is
     `distilled` (--mode=distill's student) and `independent`, the others `distilled_S` and
-    `independent_S`."""
+    `independent_S`; each name ends in `suffix` (`store.student_suffix`: "_<model>" for
+    students of another architecture than the teachers')."""
     first = config.seed + config.num_models
     count = config.analysis_students if count is None else count
-    return [(s, *pair_names(s, first)) for s in range(first, first + count)]
+    return [(s, *(name + suffix for name in pair_names(s, first)))
+            for s in range(first, first + count)]
 
 
 def pair_names(seed, first_seed):
@@ -136,17 +138,22 @@ def skipped_properties(config, splits, models):
 def run(config, workdir, splits=None, progress=None):
     splits = splits or inputs.load_splits(config)
     members, teachers = inputs.ensemble_teachers(config, workdir, splits)
-    if not workdir.has_model("distilled"):
-        raise ConfigError(f"no distilled student in {workdir.root}; run --mode=distill (or "
-                          "--mode=pipeline) with this --workdir first")
-    distilled = store.load_finished(workdir, "distilled", "run --mode=distill with this "
+    # A student of another architecture than the teachers' is distilled_<model>, as
+    # --mode=distill names it, and so are its controls.
+    pairs = student_names(config, suffix=store.student_suffix(
+        config, inputs.teacher_dir(config, workdir)))
+    first = pairs[0][1]
+    if not workdir.has_model(first):
+        raise ConfigError(f"no distilled student {first!r} in {workdir.root}; run "
+                          "--mode=distill (or --mode=pipeline) with this --workdir and "
+                          f"--model={config.model} first")
+    distilled = store.load_finished(workdir, first, "run --mode=distill with this "
                                     "--workdir to train it again")
     # Before any student trains: what cannot run is known from the architectures.
     architecture = fit.build_student(config, splits, 0, "analysis_check")
     skipped = skipped_properties(config, splits, [
         *(("teacher", m) for m in members), ("distilled student", distilled),
         (f"student architecture ({config.model})", architecture)])
-    pairs = student_names(config)
     progress = progress or results.Progress(2 * len(pairs) - 1)
     students = train_students(config, workdir, splits, teachers, pairs, progress, distilled)
     teacher = members[0] if len(members) == 1 else teachers.model
