@@ -27,7 +27,6 @@ any, 0 if none.
     python tools/check_docs.py                 # everything
 """
 
-import argparse
 import glob
 import os
 import re
@@ -37,6 +36,10 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from tfkd.toolargs import OneLineParser  # noqa: E402
+
 MARKER = re.compile(r"^\s*<!--\s*produced by:\s*(.*?)\s*-->\s*$")
 # Options are parsed from the end of the marker, so a command may itself contain " ; ".
 OPTION = re.compile(r"\s*;\s*(fast|table:\s*\S+)\s*$")
@@ -207,15 +210,8 @@ def check(tags, root, log=print):
     return [problem for tag in tags for problem in found[id(tag)]]
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        # One line and exit code 2, as tfkd's own command does.
-        sys.stderr.write(f"check_docs.py: error: {message}\n")
-        sys.exit(2)
-
-
 def main(argv=None):
-    parser = Parser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="check_docs.py", description=__doc__.splitlines()[0])
     parser.add_argument("--list", action="store_true", help="List the tagged blocks and exit.")
     parser.add_argument("--only", metavar="PATTERN",
                         help="Only tags whose 'file:line command' matches this regex.")

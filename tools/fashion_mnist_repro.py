@@ -34,7 +34,6 @@ cosine decay, last-epoch weights (validation picks nothing); KD and SD with the 
 defaults alpha = 0.1 (ground-truth weight) and T = 4.
 """
 
-import argparse
 import os
 import shlex
 import sys
@@ -46,6 +45,7 @@ import numpy as np  # noqa: E402
 
 # tfkd's statistics (numpy only at import; scipy on first use). Importing tfkd is cheap.
 from tfkd.analysis.stats import mcnemar_exact, paired_mean_test, spread  # noqa: E402,F401
+from tfkd.toolargs import OneLineParser  # noqa: E402
 
 DATASET = "keras:fashion_mnist"
 NUM_MEMBERS = 5
@@ -64,15 +64,8 @@ NOTE_GAINS = {"ensemble": 3.12, "kd": 1.05, "sd": 0.43, "sd_ensemble": 3.43}
 # ----------------------------------------------------------------------------- flags
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        # One line and exit code 2, as tfkd's own command does.
-        sys.stderr.write(f"fashion_mnist_repro: error: {message}\n")
-        sys.exit(2)
-
-
 def parse_args(argv=None):
-    parser = Parser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="fashion_mnist_repro", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", help=f"Models, metrics, cache (default "
                         f"{DEFAULTS['workdir']}; with --smoke {SMOKE['workdir']}).")
     parser.add_argument("--model", help=f"A registered tfkd model (default "

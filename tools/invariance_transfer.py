@@ -44,6 +44,8 @@ import time
 
 import numpy as np
 
+from tfkd.toolargs import OneLineParser
+
 PROG = "invariance_transfer.py"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (value of --augment for the teachers, row label)
@@ -55,12 +57,6 @@ STAGE_SET = ("mode", "workdir", "teacher_dir", "seed", "augment")  # the flags s
 
 
 # ----------------------------------------------------------------------------- flags
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        # One line, like tfkd's own flag errors (argparse would print the usage first).
-        self.exit(2, f"{PROG}: error: {message}\n")
 
 
 def _seed_list(text):
@@ -85,7 +81,7 @@ def _positive(text):
 
 def parse_args(argv=None):
     # No abbreviations: "--seed=3" is a tfkd flag to pass on, not a short "--seeds".
-    parser = _Parser(prog=PROG, description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser = OneLineParser(prog=PROG, description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--seeds", type=_seed_list, default=[0, 10, 20, 30, 40],
                         help="Comma-separated tfkd --seed values, one experiment each.")
     parser.add_argument("--workdir", default="runs/invariance",

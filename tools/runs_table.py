@@ -11,7 +11,6 @@ ensemble, each with its difference from the members' mean in brackets, in points
 The first column is the run's first seed (its first member's seed).
 """
 
-import argparse
 import json
 import os
 import sys
@@ -22,6 +21,7 @@ sys.path.insert(0, REPO)
 # tfkd.report's own summary rows, gains and number formats, so these cells read exactly as
 # the results tables they come from.
 from tfkd import report  # noqa: E402
+from tfkd.toolargs import OneLineParser  # noqa: E402
 
 HEADER = ["first seed", "members mean ± std", "ensemble", "distilled", "self-distilled mean",
           "self-distilled ensemble"]
@@ -55,15 +55,8 @@ def row(workdir):
     return cells
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        # One line and exit code 2, as tfkd's own command does.
-        sys.stderr.write(f"runs_table.py: error: {message}\n")
-        sys.exit(2)
-
-
 def main(argv=None):
-    parser = Parser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="runs_table.py", description=__doc__.splitlines()[0])
     parser.add_argument("workdirs", nargs="+", help="Workdirs of finished `tfkd` pipelines.")
     args = parser.parse_args(argv)
     print("\n".join(report.markdown_table(HEADER, [row(w) for w in args.workdirs],
