@@ -12,6 +12,7 @@ import tensorflow as tf
 from conftest import make_tiny_cnn
 
 import tfkd
+from tfkd import terms as terms_lib
 from tfkd.distiller import Distiller, Hint, with_teacher_logits
 
 BATCH = 32
@@ -65,7 +66,7 @@ def test_alpha_one_is_plain_cross_entropy_loss_and_gradients(digits, teachers):
     with tf.GradientTape(persistent=True) as tape:
         logits = student(xb, training=True)
         reference = ce(yb, logits)
-        terms = distiller._loss_terms(yb, logits, teachers[0](xb), None, None, None)
+        terms = distiller._loss_terms(yb, {"logits": logits}, {"logits": teachers[0](xb)}, None)
     np.testing.assert_array_equal(terms["loss"].numpy(), reference.numpy())
     for g_ref, g in zip(tape.gradient(reference, student.trainable_weights),
                         tape.gradient(terms["loss"], student.trainable_weights)):
@@ -235,7 +236,7 @@ def test_no_teachers_and_no_cache_is_a_clear_error(digits):
 # -- tf.distribute -----------------------------------------------------------------
 
 
-def _one_step_weights(strategy, digits, teacher_weights, alpha, hint):
+def _one_step_weights(strategy, digits, teacher_weights, alpha, hint, method="kl"):
     x, y = digits
     with strategy.scope():
         teachers = []
@@ -247,21 +248,28 @@ def _one_step_weights(strategy, digits, teacher_weights, alpha, hint):
         # the forward pass itself differ between 1 and 2 replicas.
         student = make_tiny_cnn(5, batch_norm=False)
         distiller = Distiller(student=student, teachers=teachers, alpha=alpha, temperature=2.0,
-                              hint=hint, seed=0)
+                              hint=hint, seed=0, distillation_loss=method)
         distiller.compile(optimizer=keras.optimizers.SGD(0.5))
     ds = tf.data.Dataset.from_tensor_slices((x[:64], y[:64])).batch(64)
     history = distiller.fit(ds, epochs=1, verbose=0).history
     return weights_of(student), history
 
 
-@pytest.mark.parametrize("alpha,hint", [(0.0, None), (0.5, None), (0.5, feature_hint(1.0))])
-def test_mirrored_two_replicas_equal_one_device(digits, teachers, mirrored_strategy, alpha, hint):
+# Every method whose loss is per example (the batch-relational ones have tests of their own).
+PER_EXAMPLE = [name for name in terms_lib.NAMES if not terms_lib.get(name).relational]
+
+
+@pytest.mark.parametrize("alpha,hint,method", [
+    (0.0, None, "kl"), (0.5, None, "kl"), (0.5, feature_hint(1.0), "kl"),
+    *[(0.5, None, name) for name in PER_EXAMPLE if name != "kl"]])
+def test_mirrored_two_replicas_equal_one_device(digits, teachers, mirrored_strategy, alpha, hint,
+                                                method):
     teacher_weights = [weights_of(t) for t in teachers[:2]]
     one = tf.distribute.OneDeviceStrategy("/cpu:0")
     two = mirrored_strategy
     assert two.num_replicas_in_sync == 2
-    w1, h1 = _one_step_weights(one, digits, teacher_weights, alpha, hint)
-    w2, h2 = _one_step_weights(two, digits, teacher_weights, alpha, hint)
+    w1, h1 = _one_step_weights(one, digits, teacher_weights, alpha, hint, method)
+    w2, h2 = _one_step_weights(two, digits, teacher_weights, alpha, hint, method)
     moved = max(np.abs(a - b).max() for a, b in zip(w1, weights_of(make_tiny_cnn(5, batch_norm=False))))
     assert moved > 1e-3  # the step did something measurable
     for a, b in zip(w1, w2):
@@ -301,7 +309,7 @@ def test_get_config_round_trip(teachers):
                           hint=feature_hint(0.1))
     clone = Distiller.from_config(distiller.get_config())
     assert (clone.alpha, clone.temperature, clone.hint) == (0.2, 3.0, distiller.hint)
-    assert type(clone.distillation_loss).__name__ == "ProbabilityMSE"
+    assert type(clone.distillation_loss).__name__ == "ProbabilityMatching"
     assert clone.teachers.average == "probabilities"
     assert len(clone.teachers.members) == len(teachers)
 
@@ -397,7 +405,7 @@ def test_alpha_outside_unit_interval_needs_extrapolate(digits, teachers, alpha):
     distiller = Distiller(student=student, teachers=teachers, alpha=alpha, extrapolate=True,
                           temperature=2.0)
     logits, teacher_logits = student(xb), distiller.teachers(xb)
-    terms = distiller._loss_terms(yb, logits, teacher_logits, None, None, None)
+    terms = distiller._loss_terms(yb, {"logits": logits}, {"logits": teacher_logits}, None)
     # Both terms keep their (possibly negative) weights.
     expected = (alpha * terms["student_loss"].numpy()
                 + (1 - alpha) * terms["distillation_loss"].numpy())

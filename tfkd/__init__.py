@@ -17,6 +17,7 @@ _EXPORTS = {
     "SoftTargetKL": "tfkd.losses",
     "ProbabilityMSE": "tfkd.losses",
     "HintLoss": "tfkd.losses",
+    "terms": "tfkd.terms",
     "build_model": "tfkd.models",
     "load_dataset": "tfkd.data",
     "make_tf_dataset": "tfkd.data",
@@ -32,6 +33,7 @@ _SERIALIZABLE = ("tfkd.distiller", "tfkd.ensemble", "tfkd.losses", "tfkd.metrics
 def _register_with_keras(keras_module):
     for module in _SERIALIZABLE:
         importlib.import_module(module)
+    importlib.import_module("tfkd.terms").import_all()
 
 
 # NOTE: `import tfkd` must not import Keras (5 s, and TensorFlow with it), yet
@@ -44,5 +46,6 @@ wrapt.register_post_import_hook(_register_with_keras, "keras")
 
 def __getattr__(name):
     if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
+        module = importlib.import_module(_EXPORTS[name])
+        return module if module.__name__ == f"tfkd.{name}" else getattr(module, name)
     raise AttributeError(f"module 'tfkd' has no attribute {name!r}")

@@ -31,11 +31,7 @@ LR_SCHEDULES = ("constant", "cosine", "step")
 # --checkpoint (tfkd.modes.fit): which weights a training run keeps, as the validation
 # metric whose best epoch they come from (None: the last epoch's).
 CHECKPOINTS = {"last": None, "best_val": "val_loss"}
-# --distillation_loss (tfkd.losses)
-DISTILLATION_LOSSES = {
-    "kl": "tfkd.losses:SoftTargetKL",
-    "probability_mse": "tfkd.losses:ProbabilityMSE",
-}
+# --distillation_loss: the modules of tfkd.terms (tfkd.terms.NAMES).
 # --teacher_average (tfkd.ensemble)
 AVERAGES = ("logits", "probabilities")
 # --tuner (tfkd.modes.tune): keras-tuner's searches.

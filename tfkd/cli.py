@@ -105,6 +105,14 @@ def config_from_flags(remember=True):
     if "hint_weight" in given and not values["hint_layer"].strip():
         raise ConfigError(f"hint_weight={values['hint_weight']!r} needs --hint_layer (the "
                           "layer whose output the hint regresses, e.g. features)")
+    method = values["distillation_loss"]
+    for name in sorted(given):
+        methods = FIELDS[name].metadata["methods"]
+        # A search may vary the method; elsewhere a setting of another method does nothing.
+        if methods and method not in methods and values["mode"] != "tune":
+            raise ConfigError(
+                f"{name}={values[name]!r} is a setting of --distillation_loss="
+                f"{' or '.join(methods)}, but this run's is {method!r}")
     try:
         return Config(**values), note
     except ConfigError as e:

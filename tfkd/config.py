@@ -42,6 +42,7 @@ GROUPS = {
     "data": ("Data", "trained"),
     "training": ("Training (every model)", "trained"),
     "distillation": ("Distillation (students of teachers)", "distilled"),
+    "method": ("Distillation methods' own settings (--distillation_loss)", None),
     "hint": ("FitNets hint loss", "hinted"),
     "self_distillation": ("Self-distillation chains", None),
     "tune": ("Hyper-parameter search (--mode=tune)", "search"),
@@ -51,8 +52,8 @@ GROUPS = {
 # Settings a run on an existing workdir takes from the workdir's record when the command
 # line (or a flagfile) does not give them: what the workdir was made with is what a user
 # means. Runtime settings describe this machine and this invocation, not the experiment.
-REMEMBERED_GROUPS = ("data", "training", "distillation", "hint", "self_distillation", "tune",
-                     "analyze")
+REMEMBERED_GROUPS = ("data", "training", "distillation", "method", "hint", "self_distillation",
+                     "tune", "analyze")
 
 MAX_SEED = 2**31 - 1  # model seeds derive from it by adding small offsets; Keras takes < 2**32
 
@@ -121,16 +122,17 @@ def val_size_rule(value):
 
 
 def setting(default, group, help, *, choices=None, rule=None, item=None, remember=None,
-            identity=True):
+            identity=True, methods=()):
     """A Config field. `choices`: the accepted values, a tuple or "module:ATTRIBUTE" naming
     the registry that owns them; `rule`: a per-value check (see above); `item`: the element
     type of a comma-separated list; `remember`: overrides the group's REMEMBERED_GROUPS;
-    `identity=False` leaves a setting of an identity group out of that identity."""
+    `identity=False` leaves a setting of an identity group out of that identity; `methods`:
+    the distillation methods (--distillation_loss values) whose setting it is."""
     if group not in GROUPS:
         raise ValueError(f"unknown settings group {group!r}")
     metadata = {"group": group, "help": help, "choices": choices, "rule": rule, "item": item,
                 "remember": group in REMEMBERED_GROUPS if remember is None else remember,
-                "identity": identity}
+                "identity": identity, "methods": tuple(methods)}
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -263,7 +265,7 @@ class Config:
         rule=number(0, 1))
     distillation_loss: str = setting(
         "kl", "distillation", "kl (soft-target KL, T^2-scaled) or probability_mse.",
-        choices="tfkd.choices:DISTILLATION_LOSSES")
+        choices="tfkd.terms:NAMES")
     teacher_average: str = setting("logits", "distillation", "How members are averaged.",
                                    choices="tfkd.choices:AVERAGES")
     teacher_cache: bool = setting(
@@ -280,6 +282,26 @@ class Config:
         "the mean of the others, which stand in for every other class: (2K+1)/classes of "
         "the storage, approximate (the other classes' share of the soft targets is "
         "underestimated). 0, or K >= classes: every logit, exact.", rule=whole(0))
+
+    # --- method: each distillation method's own settings ------------------------------------
+    # A method's class maps them to its arguments (tfkd.terms: `Term.settings`). They are
+    # part of a distilled model's identity when their method is the run's and they differ
+    # from their default (`identity_of`): the default is what earlier runs did.
+    logit_standardization: bool = setting(
+        False, "method", "Logit standardization (Sun et al., CVPR 2024) for kl and dkd: "
+        "z-score the teacher's and the student's logits per example before the temperature. "
+        "The authors' results: T=2, alpha=0.1 and the method's weight 9 (--alpha=0.1 gives "
+        "0.9; see docs/methods.md).", methods=("kl", "dkd"))
+    dkd_alpha: float = setting(
+        1.0, "method", "DKD (Zhao et al., CVPR 2022): weight of the target-class term TCKD.",
+        rule=number(0, 1e6), methods=("dkd",))
+    dkd_beta: float = setting(
+        8.0, "method", "DKD: weight of the non-target-class term NCKD (the paper's CIFAR-100 "
+        "values: 8, 2 for resnet56/110 teachers, 6 for WRN-40-2 and VGG13 pairs; 0.5 for "
+        "ImageNet).", rule=number(0, 1e6), methods=("dkd",))
+    dkd_warmup_epochs: int = setting(
+        20, "method", "DKD: epochs over which its weight ramps linearly from 1/N to 1 "
+        "(0: no warm-up).", rule=whole(0), methods=("dkd",))
 
     # --- hint ----------------------------------------------------------------------------
     hint_layer: str = setting(
@@ -477,6 +499,20 @@ FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 def fields_in(*groups):
     """The names of the settings in `groups`, in declaration order."""
     return tuple(name for name, f in FIELDS.items() if f.metadata["group"] in groups)
+
+
+def identity_of(config, distilled):
+    """The settings that make a model trained under `config` what it is: every trained
+    model's; for a model trained with teachers (`distilled`) also the distillation settings,
+    the hint's when there is one, and the run's method's own settings that differ from their
+    default (`setting(methods=...)`)."""
+    if not distilled:
+        return identity_fields("trained")
+    scopes = ("trained", "distilled", *(("hinted",) if config.hint_layer else ()))
+    own = tuple(name for name, f in FIELDS.items()
+                if config.distillation_loss in f.metadata["methods"]
+                and getattr(config, name) != f.default)
+    return identity_fields(*scopes) + own
 
 
 def identity_fields(*scopes):

@@ -1,16 +1,16 @@
 """Distiller: one training path for supervised training, distillation and self-distillation.
 
-    loss = alpha * CE(y, student)
-         + (1 - alpha) * distillation_loss(teacher_logits, student_logits)
-         + hint.weight * HintLoss(teacher_features, adapter(student_features))
+    loss = alpha * CE(y, student) + sum over terms of weight * term(teacher, student, y)
 
-alpha = 1 with no teachers is plain supervised training; alpha = 0 is pure
-distillation. Teachers are frozen and always run with `training=False`.
+Each term is a distillation method (`tfkd.terms`): `distillation_loss=` gives one with
+weight 1 - alpha, `hint=` a FitNets hint with its own weight, `terms=[(term, weight), ...]`
+any list of them. alpha = 1 with no teachers is plain supervised training; alpha = 0 is
+pure distillation. Teachers are frozen and always run with `training=False`.
 
 Precomputed teacher outputs: feed `x` as a dict
-``{"inputs": x, "teacher_logits": t}`` (see `with_teacher_logits`); the
-Distiller then runs no teacher forward pass (unless a hint loss needs the
-teacher's features, which the cache does not hold).
+``{"inputs": x, "teacher_logits": t}`` (see `with_teacher_logits`), t the ensemble's
+logits (N, C) or each teacher's (N, M, C); the Distiller then runs no teacher forward pass
+unless a term reads what t lacks (a teacher's layers; each teacher's logits).
 
 The Distiller is built as soon as it knows its input: at construction when the
 student and teachers are built (functional models, Sequential models with an
@@ -20,6 +20,7 @@ Input or loaded from `.keras`), otherwise from the first batch of `fit` or
 """
 
 import dataclasses
+import inspect
 import math
 import numbers
 
@@ -33,6 +34,8 @@ from keras import ops
 from tfkd import ensemble as ensemble_lib
 from tfkd import losses as losses_lib
 from tfkd import metrics as metrics_lib
+from tfkd import terms as terms_lib
+from tfkd.terms import base as terms_base
 
 INPUTS_KEY = "inputs"
 TEACHER_LOGITS_KEY = "teacher_logits"
@@ -156,22 +159,27 @@ def _first_replica(value, strategy):
     return value
 
 
-def _check_classes(width, student_loss, distillation_loss, with_teachers):
+def _check_classes(width, student_loss, terms, logs):
     """A ValueError when the student has one output unit and a loss over classes would read
-    it: a softmax over one class is 1, so that loss is exactly 0 and nothing trains."""
-    if width != 1:
+    it: a softmax over one class is 1, so that loss is exactly 0 and nothing trains; and
+    whatever a term refuses for this class count (DKD's 3 or more)."""
+    if width is None:
         return
-    readers = [("student_loss", student_loss)]
-    if with_teachers:
-        readers.append(("distillation_loss", distillation_loss))
-    for argument, loss in readers:
-        if losses_lib.over_classes(loss):
-            raise ValueError(
-                f"the student has one output unit, where {argument} "
-                f"{type(loss).__name__} (a loss over classes) is exactly 0: the built-in "
-                "losses are for classifiers with 2 or more classes. For regression, pass "
-                "student_loss= and distillation_loss= losses of the raw outputs, such as "
-                "keras.losses.MeanSquaredError() (docs/library.md)")
+    if width == 1:
+        readers = [("student_loss", student_loss)] + [
+            (log if log == "distillation_loss" else f"the term {log}",
+             getattr(term, "wrapped", term)) for term, log in zip(terms, logs)
+            if term.over_classes]
+        for argument, loss in readers:
+            if losses_lib.over_classes(loss) or isinstance(loss, terms_base.Term):
+                raise ValueError(
+                    f"the student has one output unit, where {argument} "
+                    f"{type(loss).__name__} (a loss over classes) is exactly 0: the built-in "
+                    "losses are for classifiers with 2 or more classes. For regression, pass "
+                    "student_loss= and distillation_loss= losses of the raw outputs, such as "
+                    "keras.losses.MeanSquaredError() (docs/library.md)")
+    for term in terms:
+        term.check_classes(width)
 
 
 def _check_widths(student_logits, teacher_logits, cached):
@@ -189,39 +197,54 @@ def _check_widths(student_logits, teacher_logits, cached):
 
 
 class _Inference:
-    """The teachers a Distiller's steps run (folded, or as given) and their folded copies."""
+    """What a Distiller runs but does not save: the teachers its steps run (folded, or as
+    given) and their folded copies, the feature extractors, the training loop's epoch."""
 
     teachers = None
     folds = ()
+    student_features = None
+    teacher_features = None
+    epoch = None
 
 
-def _layer_output(model, name, role):
-    try:
-        return model.get_layer(name).output
-    except ValueError:
-        names = ", ".join(layer.name for layer in model.layers)
-        raise ValueError(
-            f"{role} has no layer named {name!r}; its layers are: {names}"
-        ) from None
+def _weighted_terms(terms):
+    """[(term, weight)] from a list of terms and (term, weight) pairs, checked."""
+    if not isinstance(terms, (list, tuple)):
+        raise ValueError(f"terms= takes a list of terms or (term, weight) pairs, got "
+                         f"{type(terms).__name__}")
+    weighted = []
+    for item in terms:
+        term, weight = item if isinstance(item, (list, tuple)) and len(item) == 2 else (item, 1.0)
+        if not isinstance(term, terms_base.Term):
+            raise ValueError(f"terms= entries are tfkd terms (tfkd.terms) or (term, weight) "
+                             f"pairs, got {item!r}")
+        weight = terms_base.check_number(f"the weight of term {term.name}", weight)
+        weighted.append((term, weight))
+    if len({id(term) for term, _ in weighted}) != len(weighted):
+        raise ValueError("terms= lists one term object twice; make one object per term")
+    return weighted
 
 
-def _build_adapter(student_shape, teacher_shape, seed=None):
-    """A 1x1 projection from the student's feature channels to the teacher's."""
-    if student_shape[1:-1] != teacher_shape[1:-1]:
-        raise ValueError(
-            f"hint layers differ in spatial shape: student {student_shape[1:-1]} vs "
-            f"teacher {teacher_shape[1:-1]}; pick layers of the same resolution"
-        )
-    channels = teacher_shape[-1]
-    rank = len(student_shape)
-    init = keras.initializers.GlorotUniform(seed=seed)
-    if rank == 2:
-        return keras.layers.Dense(channels, kernel_initializer=init, name="hint_adapter")
-    if rank == 3:
-        return keras.layers.Conv1D(channels, 1, kernel_initializer=init, name="hint_adapter")
-    if rank == 4:
-        return keras.layers.Conv2D(channels, 1, kernel_initializer=init, name="hint_adapter")
-    raise ValueError(f"hint features of rank {rank} are not supported (2, 3 or 4)")
+def _extractor(model, layers, role):
+    """A functional view of `model` whose outputs are its output and the named layers'
+    (sharing its layers, so one forward pass yields all), or None without layers."""
+    if not layers:
+        return None
+    features = [terms_base.layer_output(model, name, role) for name in layers]
+    return keras.Model(model.inputs, [model.outputs[0], *features])
+
+
+class _EpochClock(keras.callbacks.Callback):
+    """Tells the Distiller's terms the training loop's epoch (counted from 0), for methods
+    with an epoch schedule; a resumed fit (initial_epoch, BackupAndRestore) starts at its
+    own epoch, so the schedule resumes where it stopped."""
+
+    def __init__(self, variable):
+        super().__init__()
+        self.variable = variable
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.variable.assign(epoch)
 
 
 class StudentCheckpoint(keras.callbacks.ModelCheckpoint):
@@ -296,8 +319,13 @@ class Distiller(keras.Model):
       alpha: weight of the ground-truth loss, in [0, 1] (any finite value with
         `extrapolate=True`).
       temperature: softening temperature (> 0) of the distillation loss.
-      distillation_loss: "kl" (soft-target KL, T^2-scaled), "probability_mse",
-        or any `keras.losses.Loss` taking (teacher_logits, student_logits).
+      distillation_loss: the method, of weight 1 - alpha: a name of `tfkd.terms.NAMES`
+        ("kl", the soft-target KL, T^2-scaled; "dkd", ...), made at `temperature`; a
+        term (`tfkd.terms`, e.g. `DKD(beta=8)`); or any `keras.losses.Loss` taking
+        (teacher_logits, student_logits). Not used when `terms` is given.
+      terms: a list of distillation terms, each a term or a (term, weight) pair, e.g.
+        `[(DKD(beta=8), 1.0)]`; the loss is alpha * CE + the weighted terms. The
+        Distiller builds one feature extractor per model from the layers they name.
       teacher_average: "logits" or "probabilities", how a list of teachers is
         averaged (an `Ensemble` passed in keeps its own).
       teacher_outputs: what the teachers (and precomputed `teacher_logits`) hold:
@@ -307,14 +335,14 @@ class Distiller(keras.Model):
         ensemble's, logits). A teacher whose outputs contradict its kind (a softmax
         declared "logits", rows that are not probabilities declared
         "probabilities") is refused with a ValueError on the first batch.
-      hint: optional `Hint` (or a dict of its fields).
+      hint: optional `Hint` (or a dict of its fields): a FitNets term
+        (`tfkd.terms.hint.FitNet`) of weight `hint.weight`, added to the others.
       student_loss: ground-truth loss; by default `tfkd.losses.CrossEntropy`,
         which takes integer labels or one-hot labels. A student of one output unit
         (regression) needs a student_loss and a distillation_loss of raw outputs,
         such as `keras.losses.MeanSquaredError()`: the built-in losses compare
         distributions over classes, exactly 0 for one unit, and are refused there.
-      seed: seeds the initialisation of the hint adapter (the only weights
-        the Distiller creates itself).
+      seed: seeds the initialisation of the hint adapter.
       extrapolate: accept alpha outside [0, 1]. alpha > 1 gives the teacher a
         negative weight (less smoothing than the teacher), alpha < 0 the labels.
         In ridge regression the optimal mixing weight can lie there (Borup &
@@ -325,13 +353,13 @@ class Distiller(keras.Model):
         rounding for a cheaper forward pass, at the cost of a second copy of the teachers'
         weights. The copy is made from the first batch that needs the teachers and
         refolded when `load_weights` loads theirs; after changing a teacher's weights
-        yourself, call `refold_teachers()`. Not used with a hint loss.
+        yourself, call `refold_teachers()`. Not used when a term reads a teacher's layers.
     """
 
     def __init__(self, *args, student=None, teachers=None, teacher=None, alpha=0.5,
                  temperature=4.0, distillation_loss="kl", teacher_average=None,
                  teacher_outputs=None, hint=None, student_loss=None, seed=None,
-                 extrapolate=False, fold_teachers=True, **kwargs):
+                 extrapolate=False, fold_teachers=True, terms=None, **kwargs):
         if args:
             raise TypeError(
                 "Distiller takes its models by keyword: Distiller(student=..., teachers=...) "
@@ -361,31 +389,49 @@ class Distiller(keras.Model):
             # NOTE: freezing here, not in fit, so the teachers' weights are never
             # in trainable_weights, whatever the caller does next.
             self.teachers.trainable = False
-        self.distillation_loss = losses_lib.get_distillation_loss(
-            distillation_loss, temperature=self.temperature)
+        self.distillation_loss = (distillation_loss if isinstance(
+            distillation_loss, (keras.losses.Loss, terms_base.Term))
+            else terms_base.as_term(distillation_loss, self.temperature))
         self.student_loss = student_loss or losses_lib.CrossEntropy()
-        signature = ensemble_lib.model_signature(student)
-        _check_classes(signature and signature[1], self.student_loss, self.distillation_loss,
-                       self._with_teachers)
         self.hint = Hint(**hint) if isinstance(hint, dict) else hint
         self.seed = seed
         self.fold_teachers = bool(fold_teachers)
-        # The folded teachers, in an object Keras does not track: their weights are a
-        # function of the teachers', never saved, restored or counted with the Distiller's.
+        # The folded teachers, the feature extractors and the epoch, in an object Keras
+        # does not track: none of them is part of what the Distiller saves or restores.
         self._inference = _Inference()
-        self._build_hint()
+        self._inference.epoch = tf.Variable(0, trainable=False, dtype="int64", name="epoch")
+        self._explicit_terms = None if terms is None else _weighted_terms(terms)
+        specs = []  # (term, weight, log name)
+        if self._explicit_terms is None and (self.teachers is not None or self.alpha != 1.0):
+            specs.append((terms_base.as_term(self.distillation_loss, self.temperature),
+                          1.0 - self.alpha, "distillation_loss"))
+        if self.hint is not None:
+            specs.append((terms_lib.get("hint")(teacher_layer=self.hint.teacher_layer,
+                                                student_layer=self.hint.student_layer,
+                                                seed=seed), self.hint.weight, "hint_loss"))
+        for term, weight in self._explicit_terms or ():
+            name = f"{term.key or term.name}_loss"
+            while name in [n for _, _, n in specs] + ["loss", "student_loss"]:
+                name = f"{term.key or term.name}_{len(specs)}_loss"
+            specs.append((term, weight, name))
+        # NOTE: a list of layers, so Keras tracks the weights the terms own (adapters, a
+        # temperature): they train, save and restore with the Distiller.
+        self.terms = [term for term, _, _ in specs]
+        self._term_weights = tuple(weight for _, weight, _ in specs)
+        self._term_logs = tuple(name for _, _, name in specs)
+        signature = ensemble_lib.model_signature(student)
+        _check_classes(signature and signature[1], self.student_loss, self.terms,
+                       self._term_logs)
+        self._setup_terms(signature and signature[1])
 
         # NOTE: accuracy and any other label metrics come from compile(metrics=...),
         # so that Keras callbacks (EarlyStopping, ModelCheckpoint) know their direction.
-        with_teachers = self._with_teachers
         self._trackers = {
             "loss": keras.metrics.Mean(name="loss"),
             "student_loss": keras.metrics.Mean(name="student_loss"),
-            "distillation_loss": (keras.metrics.Mean(name="distillation_loss")
-                                  if with_teachers else None),
-            "hint_loss": keras.metrics.Mean(name="hint_loss") if self.hint else None,
+            **{name: keras.metrics.Mean(name=name) for name in self._term_logs},
             "teacher_agreement": (metrics_lib.TeacherAgreement(name="teacher_agreement")
-                                  if with_teachers else None),
+                                  if self._with_teachers else None),
         }
         # Whether the teachers' outputs on a first batch were looked at (see _check_batch).
         self._teachers_probed = False
@@ -395,7 +441,22 @@ class Distiller(keras.Model):
 
     @property
     def _with_teachers(self):
-        return self.teachers is not None or self.alpha != 1.0
+        return bool(self.terms)
+
+    @property
+    def hint_adapter(self):
+        """The first term's adapter, where files saved before terms (tfkd <= c52b635) keep
+        the FitNets hint's weights ("hint_adapter/..."): Keras saves an object at the
+        first attribute path it meets, so this keeps those files loading."""
+        return next((t.adapter for t in self.terms if getattr(t, "adapter", None)), None)
+
+    def _reads(self, what):
+        return any(what in term.reads for term in self.terms)
+
+    def _layers_of(self, side):
+        """The layer names the terms read from the student or the (first) teacher."""
+        names = [n for term in self.terms for n in getattr(term, f"{side}_layers")]
+        return tuple(dict.fromkeys(names))
 
     # -- construction helpers ------------------------------------------------
 
@@ -426,25 +487,18 @@ class Distiller(keras.Model):
         return ensemble_lib.Ensemble(members, average=teacher_average or "logits",
                                      member_outputs=teacher_outputs, name="teachers")
 
-    def _build_hint(self):
-        self.hint_adapter = None
-        if self.hint is None:
-            return
-        if self.teachers is None:
-            raise ValueError("a hint loss needs teacher models (teachers=None was given)")
-        teacher = self.teachers.members[0]
-        student_features = _layer_output(self.student, self.hint.student_layer, "the student")
-        teacher_features = _layer_output(teacher, self.hint.teacher_layer, "teacher 0")
-        # Functional views that share the original layers, so one forward pass
-        # yields both logits and features.
-        self._student_with_features = keras.Model(
-            self.student.inputs, [self.student.outputs[0], student_features])
-        self._teacher_with_features = keras.Model(
-            teacher.inputs, [teacher.outputs[0], teacher_features])
-        self.hint_adapter = _build_adapter(tuple(student_features.shape),
-                                           tuple(teacher_features.shape), self.seed)
-        self.hint_adapter.build(tuple(student_features.shape))
-        self.hint_loss = losses_lib.HintLoss()
+    def _setup_terms(self, classes):
+        """Each term checks the models and makes its weights; then the feature extractors:
+        functional views sharing the models' layers, so one forward pass yields the logits
+        and every layer the terms read."""
+        teacher = self.teachers.members[0] if self.teachers is not None else None
+        for term in self.terms:
+            term.setup(self.student, teacher, classes)
+        self._inference.student_features = _extractor(self.student, self._layers_of("student"),
+                                                      "the student")
+        self._inference.teacher_features = (
+            _extractor(teacher, self._layers_of("teacher"), "teacher 0")
+            if teacher is not None else None)
 
     # -- forward passes ------------------------------------------------------
 
@@ -473,73 +527,103 @@ class Distiller(keras.Model):
         return self.student(inputs, training=training)
 
     def _student_forward(self, inputs, training):
-        if self.hint is None:
+        """The student's outputs: {"logits": ..., "layers": {name: output}} for the terms."""
+        extractor = self._inference.student_features
+        if extractor is None:
             logits = ensemble_lib.single_output(self.student(inputs, training=training),
                                                 "the student")
             # Static: checked once per trace, for students whose width shows only here.
-            _check_classes(logits.shape[-1], self.student_loss, self.distillation_loss,
-                           self._with_teachers)
-            return logits, None
-        logits, features = self._student_with_features(inputs, training=training)
-        return logits, self.hint_adapter(features)
+            _check_classes(logits.shape[-1], self.student_loss, self.terms, self._term_logs)
+            return {"logits": logits}
+        logits, *features = extractor(inputs, training=training)
+        return {"logits": logits, "layers": dict(zip(self._layers_of("student"), features))}
 
-    def _cached_logits(self, teacher_logits):
-        """Precomputed teacher outputs as logits (see teacher_outputs; with one kind per
-        teacher they are the ensemble's output, logits)."""
-        if teacher_logits is not None and self.teacher_outputs == "probabilities":
-            return ensemble_lib.probabilities_to_logits(teacher_logits)
-        return teacher_logits
+    def _cached_outputs(self, teacher_logits):
+        """Precomputed teacher outputs as a dict of logits: "logits", the ensemble's, and for
+        outputs of each teacher (N, M, C) also "members" (see teacher_outputs; with one kind
+        per teacher they are logits already)."""
+        if teacher_logits is None:
+            return None
+        if self.teacher_outputs == "probabilities":
+            teacher_logits = ensemble_lib.probabilities_to_logits(teacher_logits)
+        if len(teacher_logits.shape) != 3:
+            return {"logits": teacher_logits}
+        average = self.teachers.average if self.teachers is not None else "logits"
+        members = [teacher_logits[:, i] for i in range(teacher_logits.shape[1])]
+        return {"logits": ensemble_lib.average_logits(members, average),
+                "members": teacher_logits}
 
-    def _teacher_forward(self, inputs, teacher_logits):
-        """(teacher logits, teacher hint features or None), outside any gradient tape."""
-        if self.hint is None and teacher_logits is not None:
-            return teacher_logits, None
+    def _teacher_forward(self, inputs, cached):
+        """The teachers' outputs the terms read, outside any gradient tape: the cached ones,
+        and a forward pass for what the cache lacks (a teacher's layers; each teacher's
+        logits)."""
+        layers = self._layers_of("teacher")
+        members = self._reads("members") and (cached is None or "members" not in cached)
+        if cached is not None and not layers and not members:
+            return cached
         if self.teachers is None:
             raise ValueError(
-                "alpha < 1 needs teacher outputs: pass teachers to the Distiller or feed "
-                "batches with precomputed teacher_logits (see tfkd.with_teacher_logits)")
-        if self.hint is None:
-            return self._inference_teachers()(inputs, training=False), None
-        first_outputs, features = self._teacher_with_features(inputs, training=False)
-        if teacher_logits is None:
-            outputs = [first_outputs] + [m(inputs, training=False)
-                                         for m in self.teachers.members[1:]]
-            outputs = ensemble_lib.as_logits(outputs, self.teachers.output_kinds)
-            teacher_logits = ensemble_lib.average_logits(outputs, self.teachers.average)
-        return teacher_logits, features
+                "distillation terms need teacher outputs: pass teachers to the Distiller or "
+                "feed batches with precomputed teacher_logits (see tfkd.with_teacher_logits)")
+        outputs = dict(cached or {})
+        if layers:
+            first, *features = self._inference.teacher_features(inputs, training=False)
+            outputs["layers"] = dict(zip(layers, features))
+            if cached is None or members:
+                rest = [m(inputs, training=False) for m in self.teachers.members[1:]]
+                logits = ensemble_lib.as_logits([first] + rest, self.teachers.output_kinds)
+        elif members:
+            logits = self._inference_teachers().member_logits(inputs, training=False)
+        elif cached is None:
+            outputs["logits"] = self._inference_teachers()(inputs, training=False)
+        if "logits" not in outputs:
+            outputs["logits"] = ensemble_lib.average_logits(logits, self.teachers.average)
+        if members:
+            outputs["members"] = ops.stack(logits, axis=1)
+        return outputs
 
-    def _needs_teachers(self, teacher_logits):
-        return self.hint is not None or (
-            teacher_logits is None and (self.alpha != 1.0 or self.teachers is not None))
+    def _needs_teachers(self, cached):
+        if cached is None:
+            return bool(self.terms) or self.teachers is not None
+        return bool(self._layers_of("teacher")) or (
+            self._reads("members") and "members" not in cached)
 
     # -- loss and steps ------------------------------------------------------
 
-    def _loss_terms(self, y, student_logits, teacher_logits, student_features,
-                    teacher_features, sample_weight):
-        """Each term as returned by its Keras Loss, i.e. already divided by the replica count."""
-        terms = {"student_loss": self.student_loss(y, student_logits, sample_weight)}
-        if teacher_logits is not None:
-            terms["distillation_loss"] = self.distillation_loss(
-                ops.stop_gradient(teacher_logits), student_logits, sample_weight)
-        if self.hint is not None:
-            terms["hint_loss"] = self.hint_loss(
-                ops.stop_gradient(teacher_features), student_features, sample_weight)
+    def _loss_terms(self, y, student, teacher, sample_weight):
+        """Each term as Keras reduces a loss, i.e. already divided by the replica count."""
+        values = {"student_loss": self.student_loss(y, student["logits"], sample_weight)}
         # Terms with weight 0 are left out, not multiplied by 0, so that alpha = 1
         # is exactly plain cross-entropy and a NaN in an unused term cannot leak.
         weighted = []
         if self.alpha != 0.0:
-            weighted.append(terms["student_loss"] if self.alpha == 1.0
-                            else self.alpha * terms["student_loss"])
-        if self.alpha != 1.0:
-            weighted.append((1.0 - self.alpha) * terms["distillation_loss"])
-        if self.hint is not None and self.hint.weight > 0.0:
-            weighted.append(self.hint.weight * terms["hint_loss"])
+            weighted.append(values["student_loss"] if self.alpha == 1.0
+                            else self.alpha * values["student_loss"])
+        if teacher is not None:
+            teacher = tf.nest.map_structure(ops.stop_gradient, teacher)
+            epoch = self._inference.epoch
+            for term, weight, name in zip(self.terms, self._term_weights, self._term_logs):
+                values[name] = terms_base.reduce(term(teacher, student, labels=y, epoch=epoch),
+                                                 sample_weight)
+                if weight != 0.0:
+                    weighted.append(weight * values[name])
         regularization = self.student.losses
         if regularization:
             # Keras Loss objects divide by the replica count; these raw sums must too.
             weighted.append(ops.sum(regularization) / _replicas())
-        terms["loss"] = weighted[0] if len(weighted) == 1 else ops.sum(ops.stack(weighted))
-        return terms
+        values["loss"] = weighted[0] if len(weighted) == 1 else ops.sum(ops.stack(weighted))
+        return values
+
+    def fit(self, *args, **kwargs):
+        """keras.Model.fit, with the epoch told to the terms (`_EpochClock`)."""
+        bound = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs).arguments
+        callbacks = bound.get("callbacks")
+        if isinstance(callbacks, keras.callbacks.CallbackList):
+            callbacks = list(callbacks.callbacks)
+        bound["callbacks"] = [_EpochClock(self._inference.epoch), *(callbacks or [])]
+        bound.pop("self")
+        extra = bound.pop("kwargs", {})
+        return super().fit(**bound, **extra)
 
     def compile_from_config(self, config):
         # NOTE: keras.saving.load_model does not replay compile() for a model that overrides
@@ -566,22 +650,22 @@ class Distiller(keras.Model):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         inputs, teacher_logits = split_teacher_logits(x)
         cached = teacher_logits is not None
-        teacher_logits = self._cached_logits(teacher_logits)
-        teacher_features = None
-        if self._needs_teachers(teacher_logits):
-            teacher_logits, teacher_features = self._teacher_forward(inputs, teacher_logits)
+        teacher = self._cached_outputs(teacher_logits)
+        if self._needs_teachers(teacher):
+            teacher = self._teacher_forward(inputs, teacher)
         with tf.GradientTape() as tape:
-            student_logits, student_features = self._student_forward(inputs, training=True)
-            _check_widths(student_logits, teacher_logits, cached)
-            terms = self._loss_terms(y, student_logits, teacher_logits, student_features,
-                                     teacher_features, sample_weight)
+            student = self._student_forward(inputs, training=True)
+            teacher_logits = teacher["logits"] if teacher is not None else None
+            _check_widths(student["logits"], teacher_logits, cached)
+            values = self._loss_terms(y, student, teacher, sample_weight)
             share = _batch_share(y)
-            loss = terms["loss"] if share is None else terms["loss"] * share
+            loss = values["loss"] if share is None else values["loss"] * share
             loss = self.optimizer.scale_loss(loss)
         trainable_weights = self.trainable_weights
         gradients = tape.gradient(loss, trainable_weights)
         self.optimizer.apply_gradients(zip(gradients, trainable_weights))
-        logs = self._update_metrics(x, terms, y, student_logits, teacher_logits, sample_weight)
+        logs = self._update_metrics(x, values, y, student["logits"], teacher_logits,
+                                    sample_weight)
         return self._shape_logs(logs)
 
     def test_step(self, data):
@@ -589,7 +673,8 @@ class Distiller(keras.Model):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         inputs, teacher_logits = split_teacher_logits(x)
         cached = teacher_logits is not None
-        teacher_logits = self._cached_logits(teacher_logits)
+        teacher = self._cached_outputs(teacher_logits)
+        teacher_logits = teacher["logits"] if teacher is not None else None
         student_logits = self.student(inputs, training=False)
         if teacher_logits is None and self.teachers is not None:
             teacher_logits = self._inference_teachers()(inputs, training=False)
@@ -633,7 +718,7 @@ class Distiller(keras.Model):
             return
         x, _, _ = keras.utils.unpack_x_y_sample_weight(batch)
         inputs, teacher_logits = split_teacher_logits(x)
-        if not self.fold_teachers or self.hint is not None:
+        if not self.fold_teachers or self._layers_of("teacher"):
             self._inference.teachers = self.teachers
         elif teacher_logits is None:  # batches of cached logits need no teachers
             sample = tf.nest.map_structure(lambda v: v[:8], inputs)
@@ -669,7 +754,7 @@ class Distiller(keras.Model):
         teacher with NaN weights), and a temperature at which the distillation loss of
         finite outputs is not finite. Each is a TeacherOutputError naming the cause, where
         training would otherwise diverge with a message blaming the learning rate."""
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(batch)
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(batch)
         inputs, teacher_logits = split_teacher_logits(x)
         if not self.built or (self.teachers is not None and not self.teachers.built):
             self.build(tf.nest.map_structure(lambda v: (None,) + tuple(v.shape[1:]), x))
@@ -680,7 +765,8 @@ class Distiller(keras.Model):
             _check_finite(teacher_logits[:64], "the precomputed teacher_logits",
                           "the teachers that computed them")
             kind = "probabilities" if self.teacher_outputs == "probabilities" else "logits"
-            problem = ensemble_lib.kind_problem(teacher_logits[:64], kind)
+            rows = np.asarray(teacher_logits[:64])
+            problem = ensemble_lib.kind_problem(rows.reshape(-1, rows.shape[-1]), kind)
             if problem and kind == "logits":
                 raise TeacherOutputError(
                     "the precomputed teacher_logits are probabilities (non-negative, each row "
@@ -689,7 +775,8 @@ class Distiller(keras.Model):
             if problem:
                 raise TeacherOutputError(f"the precomputed teacher_logits: teacher_outputs "
                                          f"{problem}; pass teacher_outputs='logits'")
-            targets = teacher_logits[:_PROBE_EXAMPLES]
+            targets = self._cached_outputs(tf.convert_to_tensor(
+                teacher_logits[:_PROBE_EXAMPLES]))
         elif self.teachers is not None and not self._teachers_probed:
             # Once per Distiller, on a few examples: a softmax the constructor could not see
             # (a subclassed teacher, a Lambda), logits declared as probabilities, or damaged
@@ -709,28 +796,36 @@ class Distiller(keras.Model):
                         "(one kind, or a list of one per teacher; member_outputs= for an "
                         "Ensemble of yours)", teacher=i)
                 outputs.append(output)
-            targets = ensemble_lib.average_logits(ensemble_lib.as_logits(outputs, kinds),
-                                                  self.teachers.average)
+            logits = ensemble_lib.as_logits(outputs, kinds)
+            targets = {"logits": ensemble_lib.average_logits(logits, self.teachers.average),
+                       "members": ops.stack([ops.cast(z, "float32") for z in logits], axis=1)}
         else:
             return
-        self._check_temperature(sample, targets)
+        labels = None if y is None else tf.nest.map_structure(
+            lambda v: v[:_PROBE_EXAMPLES], y)
+        self._check_temperature(sample, labels, targets)
 
-    def _check_temperature(self, sample, teacher_logits):
-        """A TeacherOutputError if the distillation loss of these finite teacher outputs and
-        the student's finite outputs is not finite: the temperature is the cause (T^2 * KL
+    def _check_temperature(self, sample, labels, teacher):
+        """A TeacherOutputError if a term's loss of these finite teacher outputs and the
+        student's finite outputs is not finite: the temperature is the cause (T^2 * KL
         overflows float32 for T near 1e20, softmax(z / T) for T near 1e-40)."""
         student_logits = self.student(sample, training=False)
         if not np.isfinite(np.asarray(student_logits, dtype=np.float64)).all():
             return  # not the temperature's doing; divergence is reported when it happens
-        if tuple(student_logits.shape) != tuple(teacher_logits.shape):
+        if tuple(student_logits.shape) != tuple(teacher["logits"].shape):
             return  # other widths: the step's _check_widths names both
-        value = float(self.distillation_loss(teacher_logits, student_logits))
-        if not math.isfinite(value):
-            raise TeacherOutputError(
-                f"temperature={self.temperature:g} makes the distillation loss {value} on the "
-                "first batch, although the teachers' and the student's outputs are finite: the "
-                "soft targets overflow float32 at this temperature; choose a temperature "
-                "such as 1 to 20")
+        for term in self.terms:
+            if term.student_layers or term.teacher_layers or (
+                    "labels" in term.reads and labels is None):
+                continue
+            value = float(term.loss(teacher, {"logits": student_logits}, labels=labels,
+                                    epoch=self._inference.epoch))
+            if not math.isfinite(value):
+                raise TeacherOutputError(
+                    f"temperature={self.temperature:g} makes the distillation loss "
+                    f"({term.name}) {value} on the first batch, although the teachers' and "
+                    "the student's outputs are finite: the soft targets overflow float32 at "
+                    "this temperature; choose a temperature such as 1 to 20")
 
     def _update_metrics(self, x, terms, y, student_logits, teacher_logits, sample_weight):
         """The step's logs: compiled metrics and the trackers this step updated, no others."""
@@ -781,6 +876,9 @@ class Distiller(keras.Model):
             "seed": self.seed,
             "extrapolate": self.extrapolate,
             "fold_teachers": self.fold_teachers,
+            "terms": None if self._explicit_terms is None else [
+                [keras.saving.serialize_keras_object(term), weight]
+                for term, weight in self._explicit_terms],
         }
 
     @classmethod
@@ -789,4 +887,7 @@ class Distiller(keras.Model):
         for key in ("student", "teachers", "distillation_loss", "student_loss"):
             if config.get(key) is not None:
                 config[key] = keras.saving.deserialize_keras_object(config[key])
+        if config.get("terms") is not None:
+            config["terms"] = [(keras.saving.deserialize_keras_object(term), weight)
+                               for term, weight in config["terms"]]
         return cls(**config)

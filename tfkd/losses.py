@@ -1,4 +1,8 @@
-"""Distillation losses: each method is a loss object, never a training loop.
+"""Keras losses: the labels' cross-entropy, and the distillation losses as plain Keras losses.
+
+The Distiller's methods are terms (`tfkd.terms`); the losses here are the same formulas as
+`keras.losses.Loss` objects, for a model compiled by hand and for Distillers saved before
+terms (whose configs name these classes).
 
 Every loss here is a `keras.losses.Loss` that returns one value per example
 and lets Keras reduce it ("sum_over_batch_size"). That reduction also divides
@@ -17,8 +21,9 @@ import numbers
 import keras
 from keras import ops
 
-from tfkd import choices
-from tfkd.choices import load
+from tfkd.terms import base as terms_base
+from tfkd.terms.hint import feature_mse
+from tfkd.terms.probability_mse import probability_mse
 
 
 def _check_temperature(temperature):
@@ -54,13 +59,8 @@ class SoftTargetKL(DistillationLoss):
         super().__init__(temperature=temperature, name=name, **kwargs)
 
     def call(self, y_true, y_pred):
-        t = self.temperature
-        teacher_log_probs = ops.log_softmax(ops.cast(y_true, self.dtype) / t, axis=-1)
-        student_log_probs = ops.log_softmax(ops.cast(y_pred, self.dtype) / t, axis=-1)
-        kl = ops.sum(
-            ops.exp(teacher_log_probs) * (teacher_log_probs - student_log_probs), axis=-1
-        )
-        return (t * t) * kl
+        return terms_base.soft_target_kl(ops.cast(y_true, self.dtype),
+                                         ops.cast(y_pred, self.dtype), self.temperature)
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
@@ -75,10 +75,8 @@ class ProbabilityMSE(DistillationLoss):
         super().__init__(temperature=temperature, name=name, **kwargs)
 
     def call(self, y_true, y_pred):
-        t = self.temperature
-        teacher_probs = ops.softmax(ops.cast(y_true, self.dtype) / t, axis=-1)
-        student_probs = ops.softmax(ops.cast(y_pred, self.dtype) / t, axis=-1)
-        return ops.mean(ops.square(student_probs - teacher_probs), axis=-1)
+        return probability_mse(ops.cast(y_true, self.dtype), ops.cast(y_pred, self.dtype),
+                               self.temperature)
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
@@ -93,8 +91,7 @@ class HintLoss(keras.losses.Loss):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
 
     def call(self, y_true, y_pred):
-        diff = ops.square(ops.cast(y_pred, self.dtype) - ops.cast(y_true, self.dtype))
-        return ops.mean(ops.reshape(diff, (ops.shape(diff)[0], -1)), axis=-1)
+        return feature_mse(y_true, y_pred)
 
 
 @keras.saving.register_keras_serializable(package="tfkd")
@@ -138,19 +135,3 @@ def over_classes(loss):
     one output unit makes meaningless: tfkd's logit losses and cross-entropy, and Keras's
     categorical losses."""
     return bool(getattr(loss, "over_classes", False)) or isinstance(loss, _KERAS_OVER_CLASSES)
-
-
-# {name: loss class}, the names (and their order) those of tfkd.choices.
-DISTILLATION_LOSSES = {name: load(target) for name, target in choices.DISTILLATION_LOSSES.items()}
-
-
-def get_distillation_loss(loss, temperature=1.0):
-    """Returns a distillation loss object from a name in DISTILLATION_LOSSES or a Loss."""
-    if isinstance(loss, keras.losses.Loss):
-        return loss
-    if isinstance(loss, str) and loss in DISTILLATION_LOSSES:
-        return DISTILLATION_LOSSES[loss](temperature=temperature)
-    raise ValueError(
-        f"unknown distillation loss {loss!r}; choose one of: "
-        f"{', '.join(DISTILLATION_LOSSES)}, or pass a keras.losses.Loss"
-    )

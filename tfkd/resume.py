@@ -6,7 +6,8 @@ frozen teachers included (gigabytes per epoch for ten WRN-28-10 teachers, which 
 already on disk), and it writes weights and epoch counter as two files, non-atomically,
 so a kill between them resumes the wrong epoch. `TrainingState` writes, in one atomic
 `.npz` per epoch, exactly what the next epoch depends on: the student's variables (weights,
-BatchNorm statistics, seed generators), the hint adapter's, the optimizer's (slots and step
+BatchNorm statistics, seed generators), the distillation terms' own (an adapter, a
+learned temperature), the optimizer's (slots and step
 count, hence the learning-rate schedule), the history so far and, for
 `--checkpoint=best_val`, the best epoch's student weights.
 
@@ -33,9 +34,10 @@ class TrainingDiverged(RuntimeError):
 
 
 def _student_variables(distiller):
+    """What trains: the student's variables and those its distillation terms own."""
     variables = list(distiller.student.variables)
-    if getattr(distiller, "hint_adapter", None) is not None:
-        variables += list(distiller.hint_adapter.variables)
+    for term in getattr(distiller, "terms", ()):
+        variables += term.owned_variables
     return variables
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfkd import cache, optim, resume, runtime
+from tfkd import cache, optim, resume, runtime, terms
 from tfkd.choices import CHECKPOINTS
 from tfkd.config import ConfigError, TrainingError
 from tfkd.data import make_tf_dataset
@@ -151,7 +151,8 @@ def make_distiller(config, splits, student, plan, *, alpha, seed):
     try:
         distiller = Distiller(student=student, teachers=plan.online, alpha=alpha,
                               temperature=config.temperature,
-                              distillation_loss=config.distillation_loss, seed=seed,
+                              distillation_loss=terms.from_settings(config.distillation_loss,
+                                                                    config), seed=seed,
                               extrapolate=not config.alpha_clip,
                               hint=config.hint() if plan.distilled else None)
     except ValueError as e:

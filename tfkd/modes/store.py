@@ -4,7 +4,7 @@ would train.
 A finished model is `models/<name>.keras` with `metrics/<name>.json` beside it. The record
 holds the model's result row, training history, role (member, distilled, ...) and its
 identity: the values of every setting that makes it what it is (derived from the settings
-schema's groups, `tfkd.config.identity_fields`), its seed and, for a student, the content
+schema's groups, `tfkd.config.identity_of`), its seed and, for a student, the content
 hash of its teachers' files.
 
 Two uses, two rules:
@@ -24,7 +24,7 @@ import time
 from absl import logging
 
 from tfkd import cache
-from tfkd.config import ConfigError, fields_in, identity_fields
+from tfkd.config import ConfigError, fields_in, identity_of
 from tfkd.workdir import DamagedFile, Workdir
 
 MEMBER = re.compile(r"member_(\d+)\.keras$")
@@ -36,13 +36,12 @@ def member_names(num_models):
 
 def model_identity(config, *, seed, teachers=None, alpha=None, extra=None):
     """The settings a model trained by this run would have (as they read back from JSON)."""
-    scopes = ("trained",) if teachers is None else (
-        "trained", "distilled", *(("hinted",) if config.hint_layer else ()))
     # The model's own seed and teachers first: when they differ, that is the news.
     settings = {"seed": seed}
     if teachers is not None:
         settings["teachers"] = teachers.identity
-    settings.update({name: getattr(config, name) for name in identity_fields(*scopes)})
+    settings.update({name: getattr(config, name)
+                     for name in identity_of(config, distilled=teachers is not None)})
     if teachers is not None:
         settings["alpha"] = float(alpha)  # a self-distillation step's own, not --alpha
     settings.update(extra or {})

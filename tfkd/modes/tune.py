@@ -25,7 +25,7 @@ from absl import logging
 
 from tfkd import choices
 from tfkd.choices import SEARCHABLE, load
-from tfkd.config import ConfigError, identity_fields
+from tfkd.config import FIELDS, ConfigError, identity_fields, identity_of
 from tfkd.modes import fit, inputs, store, train
 from tfkd.report import markdown_table
 from tfkd.workdir import save_figure, write_text
@@ -141,8 +141,10 @@ def trial_rows(tuner):
 def best_flagfile(config, best, teacher_dir):
     """A flagfile for --mode=distill with the best trial's values and the search's settings:
     every setting of the student's identity, and the members and seeds it was taught by."""
-    scopes = ("trained", "distilled", *(("hinted",) if config.hint_layer else ()))
-    fields = ("num_models", "seed") + identity_fields(*scopes)
+    # The method's own settings all, defaults included: a flagfile says what it runs.
+    own = tuple(name for name, f in FIELDS.items()
+                if config.distillation_loss in f.metadata["methods"])
+    fields = ("num_models", "seed") + tuple(dict.fromkeys(identity_of(config, True) + own))
     values = {f: getattr(config, f) for f in fields if f != "smoke"}
     values.update({k: best[k] for k in config.tune_params})
     lines = [f"# The best trial of a `tfkd --mode=tune` search: {OBJECTIVE} "
