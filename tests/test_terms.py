@@ -42,7 +42,8 @@ def test_the_registry_is_the_package_and_every_method_registers_its_own_name():
 
     from tfkd.config import choices_of
 
-    modules = {m.name for m in pkgutil.iter_modules(terms.__path__)} - {"base"}
+    modules = {m.name for m in pkgutil.iter_modules(terms.__path__)
+               if not m.name.startswith("_")} - {"base"}
     assert set(terms.NAMES) == modules - {"hint"}  # the hint is added by --hint_layer
     assert choices_of("distillation_loss") == terms.NAMES
     for name in modules:
@@ -155,3 +156,95 @@ def test_terms_read_the_training_loops_epoch_also_when_a_fit_resumes():
     assert logs["epoch_term_loss"] == [0.0, 1.0, 2.0]
     resumed = distiller.fit(x, y, epochs=5, initial_epoch=3, batch_size=16, verbose=0).history
     assert resumed["epoch_term_loss"] == [3.0, 4.0]
+
+
+# -- the command line: bad input is one line, exit 2, nothing written ------------------------
+
+def _refused(result, *phrases):
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("tfkd: error:")]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    for phrase in phrases:
+        assert phrase in errors[0], errors[0]
+    return errors[0]
+
+
+def _two_class_npz(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "two.npz"
+    np.savez(path, x_train=rng.normal(size=(200, 6)).astype("float32"),
+             y_train=np.arange(200) % 2, x_test=rng.normal(size=(40, 6)).astype("float32"),
+             y_test=np.arange(40) % 2)
+    return path
+
+
+@pytest.mark.parametrize("argv,phrases", [
+    (["--distillation_loss=nope"], ["unknown distillation_loss 'nope'; choose one of:", "dkd"]),
+    (["--distillation_loss=dkd", "--dkd_beta=-1"], ["dkd_beta must be", "got -1"]),
+    (["--distillation_loss=kl", "--dkd_beta=2"],
+     ["dkd_beta=2.0 is a setting of --distillation_loss=dkd, but this run's is 'kl'"]),
+    (["--mode=distill", "--distillation_loss=ebkd", "--num_models=1"],
+     ["distillation_loss=ebkd", "needs 2 or more teachers", "--num_models=1"]),
+    (["--mode=pipeline", "--distillation_loss=camkd", "--num_models=2"],
+     ["distillation_loss=camkd", "self-distillation students, of one teacher each"]),
+])
+def test_bad_method_settings_are_one_line_and_write_nothing(tmp_path, argv, phrases):
+    from helpers.command import tfkd as run
+
+    workdir = tmp_path / "w"
+    _refused(run("--smoke", "--model=mlp", *argv, f"--workdir={workdir}"), *phrases)
+    assert not workdir.exists()
+
+
+@pytest.mark.parametrize("method", ["dkd", "nkd"])
+def test_methods_undefined_for_two_classes_are_refused_before_anything_trains(tmp_path, method):
+    from helpers.command import tfkd as run
+
+    workdir = tmp_path / "w"
+    _refused(run("--smoke", "--model=mlp", "--mode=pipeline", f"--distillation_loss={method}",
+                 f"--dataset=npz:{_two_class_npz(tmp_path)}", f"--workdir={workdir}"),
+             f"distillation_loss={method}", "needs 3 or more classes, the student has 2")
+    assert not os.path.exists(workdir / "models")
+
+
+# -- a batch-relational method under several replicas ------------------------------------------
+
+class DISTByHalves(terms.DIST):
+    """DIST whose intra-class relation is taken over each half of the batch and averaged:
+    what the docs say DIST computes on 2 replicas of an evenly split batch."""
+
+    def call(self, teacher, student, labels=None, epoch=None):
+        half = 32  # of the test's batch of 64
+        parts = [super(DISTByHalves, self).call({"logits": teacher["logits"][i:i + half]},
+                                                {"logits": student["logits"][i:i + half]})
+                 for i in (0, half)]
+        return keras.ops.concatenate(parts, axis=0)
+
+
+def _dist_step(strategy, term_class, x, y, teacher_weights):
+    import tensorflow as tf
+
+    with strategy.scope():
+        student, teacher = _models(seeds=(5, 6))
+        teacher.set_weights(teacher_weights)
+        distiller = Distiller(student=student, teachers=teacher, alpha=0.5,
+                              terms=[(term_class(beta=1.0, gamma=4.0, temperature=2.0), 1.0)])
+        distiller.compile(optimizer=keras.optimizers.SGD(0.5))
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(len(x))
+    distiller.fit(ds, epochs=1, verbose=0)
+    return [w.numpy() for w in student.weights]
+
+
+def test_dist_on_two_replicas_relates_each_replicas_share_of_the_batch(mirrored_strategy):
+    import tensorflow as tf
+
+    x, y = _data(64)
+    teacher_weights = _models(seeds=(9,))[0].get_weights()
+    one = tf.distribute.OneDeviceStrategy("/cpu:0")
+    two = _dist_step(mirrored_strategy, terms.DIST, x, y, teacher_weights)
+    halves = _dist_step(one, DISTByHalves, x, y, teacher_weights)
+    whole = _dist_step(one, terms.DIST, x, y, teacher_weights)
+    for a, b in zip(two, halves):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    # ... which is not the update of the relation over the global batch.
+    assert max(np.abs(a - b).max() for a, b in zip(two, whole)) > 1e-4

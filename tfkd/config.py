@@ -288,10 +288,10 @@ class Config:
     # part of a distilled model's identity when their method is the run's and they differ
     # from their default (`identity_of`): the default is what earlier runs did.
     logit_standardization: bool = setting(
-        False, "method", "Logit standardization (Sun et al., CVPR 2024) for kl and dkd: "
+        False, "method", "Logit standardization (Sun et al., CVPR 2024) for kl, dkd and dist: "
         "z-score the teacher's and the student's logits per example before the temperature. "
         "The authors' results: T=2, alpha=0.1 and the method's weight 9 (--alpha=0.1 gives "
-        "0.9; see docs/methods.md).", methods=("kl", "dkd"))
+        "0.9; see docs/methods.md).", methods=("kl", "dkd", "dist"))
     dkd_alpha: float = setting(
         1.0, "method", "DKD (Zhao et al., CVPR 2022): weight of the target-class term TCKD.",
         rule=number(0, 1e6), methods=("dkd",))
@@ -302,6 +302,16 @@ class Config:
     dkd_warmup_epochs: int = setting(
         20, "method", "DKD: epochs over which its weight ramps linearly from 1/N to 1 "
         "(0: no warm-up).", rule=whole(0), methods=("dkd",))
+    dist_beta: float = setting(
+        1.0, "method", "DIST (Huang et al., NeurIPS 2022): weight of the inter-class relation "
+        "(per example).", rule=number(0, 1e6), methods=("dist",))
+    dist_gamma: float = setting(
+        1.0, "method", "DIST: weight of the intra-class relation (over each replica's batch).",
+        rule=number(0, 1e6), methods=("dist",))
+    nkd_gamma: float = setting(
+        1.5, "method", "NKD (Yang et al., ICCV 2023): weight of the non-target term (the "
+        "authors: 1.5 with T=1 on ImageNet, 3.5 with T=3 on CIFAR-100).", rule=number(0, 1e6),
+        methods=("nkd",))
 
     # --- hint ----------------------------------------------------------------------------
     hint_layer: str = setting(

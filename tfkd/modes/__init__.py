@@ -43,6 +43,21 @@ FITS = {
 }
 
 
+# How many teachers each student a mode trains has (None: the mode trains no student): a
+# method that weighs several teachers is refused before anything loads where it has one.
+# One entry per mode in MODES.
+TEACHERS = {
+    "pipeline": lambda c: 1,  # its self-distillation students, one member each
+    "train": lambda c: None,
+    "ensemble": lambda c: None,
+    "distill": lambda c: c.num_models,
+    "self_distill": lambda c: 1,
+    "joint": lambda c: None,
+    "tune": lambda c: c.num_models,
+    "analyze": lambda c: c.num_models,
+}
+
+
 def planned_fits(config):
     """How many models a run of `config` trains at most (see FITS)."""
     return FITS[config.mode](config)

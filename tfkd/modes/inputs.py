@@ -37,10 +37,35 @@ def load_splits(config):
         # A few batches: at most 4 steps per epoch.
         n = min(SMOKE_EXAMPLES, 4 * config.batch_size)
         splits = splits.subset(train=n, val=n // 2, test=n // 2)
+    # Checked before any training, not when the first student is reached.
+    check_method(config, splits)
     if config.hint_layer:
-        # Checked before any training, not when the first student is reached.
         check_hint_layers(config, splits)
     return splits
+
+
+def check_method(config, splits):
+    """A ConfigError unless the run's distillation method serves this data (DKD and NKD need
+    3 or more classes) and the teachers each student has (a multi-teacher method 2 or more)."""
+    from tfkd import terms
+    from tfkd.modes import TEACHERS
+
+    teachers = TEACHERS[config.mode](config)
+    if teachers is None:
+        return
+    name = config.distillation_loss
+    try:
+        terms.from_settings(name, config).check_classes(splits.num_classes)
+    except ValueError as e:
+        raise ConfigError(f"distillation_loss={name}: {e} ({config.dataset})") from None
+    needed = terms.get(name).min_teachers
+    if teachers < needed:
+        who = (f"--mode={config.mode} trains self-distillation students, of one teacher each"
+               if teachers == 1 and config.mode in ("pipeline", "self_distill")
+               else f"this run has --num_models={config.num_models}")
+        raise ConfigError(f"distillation_loss={name} weighs each teacher's own logits and needs "
+                          f"{needed} or more teachers, but {who}; use --mode=distill with "
+                          f"--num_models={needed} or more, or --distillation_loss=kl")
 
 
 def check_hint_layers(config, splits):

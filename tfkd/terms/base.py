@@ -53,6 +53,7 @@ class Term(keras.layers.Layer):
     relational = False
     settings = {}
     over_classes = True  # compares distributions over classes (see tfkd.losses.over_classes)
+    min_teachers = 1
 
     def __init__(self, name=None, **kwargs):
         kwargs.setdefault("dtype", "float32")  # losses in float32 under mixed precision too
