@@ -15,6 +15,9 @@ times one training epoch of
   (e') plain student training on the same augmented batches,
   (f) `tfkd.Distiller` with teachers=None on the same augmented batches, fed the teachers'
       logits on exactly those views (`augmented_views`, computed once: the view cache),
+  (g) as (c), with the DKD method (`distillation_loss="dkd"`, tfkd.terms) instead of KD,
+  (h) as (c), with CA-MKD's confidence weighting of each teacher (`"camkd"`), fed each
+      teacher's own cached logits (N, M, C),
 
 and the test accuracy each variant's student reaches after `--epochs` epochs.
 
@@ -107,6 +110,8 @@ VARIANTS = {
     "e": "(e) tfkd Distiller, teachers online, augmented",
     "p": "(e') plain `keras.Model.fit`, augmented",
     "f": "(f) tfkd Distiller, view cache, augmented",
+    "g": "(g) tfkd Distiller, cached teacher logits, DKD",
+    "h": "(h) tfkd Distiller, each teacher's cached logits, CA-MKD",
 }
 AUGMENTED = ("e", "p", "f")
 VIEW_SEED = 0  # the --data_seed of the augmented variants: (e), (e') and (f) see one set of views
@@ -164,6 +169,8 @@ class Bench:
         started = time.perf_counter()
         self.cached_logits = tfkd.cache.predict_logits(ensemble, self.data.x_train, fold=True)
         self.cache_seconds = time.perf_counter() - started
+        self.member_logits = np.stack([tfkd.cache.predict_logits(t, self.data.x_train, fold=True)
+                                       for t in self.teachers], axis=1)
         # The view cache of the timed epoch (every timed repeat replays epoch 0's views), as
         # tfkd builds it: a parallel map of the views, prefetched, the ensemble's inference.
         started = time.perf_counter()
@@ -206,12 +213,15 @@ class Bench:
             model = tfkd.Distiller(student=student, teachers=tfkd.Ensemble(self.teachers, name="teachers"),
                                    alpha=FLAGS.alpha, temperature=FLAGS.temperature)
             model.compile(optimizer=optimizer, metrics=["accuracy"])
-        elif key in ("c", "f"):
+        elif key in ("c", "f", "g", "h"):
+            method = {"g": "dkd", "h": "camkd"}.get(key, "kl")
             model = tfkd.Distiller(student=student, alpha=FLAGS.alpha,
-                                   temperature=FLAGS.temperature)
+                                   temperature=FLAGS.temperature, distillation_loss=method)
             model.compile(optimizer=optimizer, metrics=["accuracy"])
-            if key == "c":
+            if key in ("c", "g"):
                 dataset = self.train_dataset(seed, teacher_logits=self.cached_logits)
+            elif key == "h":
+                dataset = self.train_dataset(seed, teacher_logits=self.member_logits)
         elif key == "d":
             kd_loss = (keras.distillation.LogitsDistillation(temperature=FLAGS.temperature)
                        if FLAGS.core_kd_loss == "default" else
@@ -421,10 +431,11 @@ def main(argv):
     # steadier than a ratio of medians when other work comes and goes.
     for name, ts in (("fit", times), ("step loop", loop_times)):
         paired = {pair: statistics.median(x / y for x, y in zip(ts[pair[0]], ts[pair[1]]))
-                  for pair in ("ca", "bd", "fa", "fp", "ea")}
+                  for pair in ("ca", "bd", "fa", "fp", "ea", "gc", "hc")}
         print(f"median of per-repeat ratios ({name}): (c)/(a) {paired['ca']:.3f}, "
               f"(b)/(d) {paired['bd']:.3f}, (f)/(a) {paired['fa']:.3f}, (f)/(e') "
-              f"{paired['fp']:.3f}, (e)/(a) {paired['ea']:.3f}")
+              f"{paired['fp']:.3f}, (e)/(a) {paired['ea']:.3f}, (g)/(c) {paired['gc']:.3f}, "
+              f"(h)/(c) {paired['hc']:.3f}")
     for key, counts in accuracies.items():
         print(f"correct test examples ({key}), per student seed: "
               + ", ".join(f"{c}/{n_test}" for c in counts))
@@ -440,7 +451,12 @@ def main(argv):
 
     ratio_f = medians["f"] / medians["a"]
     loop_ratio_f = loop_medians["f"] / loop_medians["a"]
+    ratio_g = statistics.median(g / c for g, c in zip(times["g"], times["c"]))
+    loop_ratio_g = statistics.median(g / c for g, c in zip(loop_times["g"], loop_times["c"]))
     targets = [
+        (f"(g)/(c) <= 1.05, DKD against KD from the cache (fit, paired): {ratio_g:.3f}",
+         ratio_g <= 1.05),
+        (f"(g)/(c) <= 1.05 (step loop, paired): {loop_ratio_g:.3f}", loop_ratio_g <= 1.05),
         (f"(f)/(a) <= 1.15 (fit): {ratio_f:.3f}", ratio_f <= 1.15),
         (f"(f)/(a) <= 1.15 (step loop): {loop_ratio_f:.3f}", loop_ratio_f <= 1.15),
         (f"(c)/(a) <= 1.10 (fit): {ratio_c:.3f}", ratio_c <= 1.10),
