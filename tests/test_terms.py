@@ -248,3 +248,49 @@ def test_dist_on_two_replicas_relates_each_replicas_share_of_the_batch(mirrored_
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     # ... which is not the update of the relation over the global batch.
     assert max(np.abs(a - b).max() for a, b in zip(two, whole)) > 1e-4
+
+
+# -- BackupAndRestore resumes every method where it stopped ------------------------------------
+
+class _Stop(keras.callbacks.Callback):
+    def __init__(self, after):
+        super().__init__()
+        self.after = after
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.after:
+            raise KeyboardInterrupt  # as a user's Ctrl-C, after the backup of this epoch
+
+
+def _backup_run(name, backup_dir, stop_after=None):
+    keras.utils.set_random_seed(0)
+    student, t1, t2 = _models()
+    x, y = _data(48)
+    distiller = Distiller(student=student, teachers=[t1, t2], alpha=0.5, temperature=2.0,
+                          distillation_loss=terms.from_settings(name, _settings(name)))
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+    callbacks = [keras.callbacks.BackupAndRestore(str(backup_dir))]
+    if stop_after is not None:
+        callbacks.append(_Stop(stop_after))
+    distiller.fit(x, y, batch_size=16, epochs=4, shuffle=False, verbose=0, callbacks=callbacks)
+    return [w.numpy() for w in distiller.trainable_weights]
+
+
+def _settings(name):
+    """The command line's defaults for method `name`, with schedules short enough to matter
+    within 4 epochs."""
+    from tfkd.config import Config
+
+    own = {"dkd": {"dkd_warmup_epochs": 3}, "ctkd": {"ctkd_lambda_epochs": 3}}
+    return Config(distillation_loss=name, temperature=2.0, **own.get(name, {}))
+
+
+@pytest.mark.parametrize("name", terms.NAMES)
+def test_backup_and_restore_resumes_every_method_to_the_uninterrupted_weights(tmp_path, name):
+    whole = _backup_run(name, tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        _backup_run(name, tmp_path / "resumed", stop_after=1)
+    resumed = _backup_run(name, tmp_path / "resumed")
+    assert len(whole) == len(resumed)
+    for a, b in zip(whole, resumed):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
