@@ -172,7 +172,8 @@ def logit_standardize(z, ddof=0):
     the constant factor sqrt(C / (C - 1)) on the standardised logits (0.5 % for C = 100, 12 % for
     C = 5), which is the same as dividing the temperature by that factor; pass ddof=1 to get the
     reference code's value. Either way the result is invariant under z -> a*z + b (a > 0) up to
-    the 1e-7 in the denominator.
+    the 1e-7 in the denominator. (The 1/C in Algorithm 1 is from reading the paper, not re-checked
+    against the PDF when this was written: the library held only its abstract.)
     """
     z = _f64(z)
     centred = z - np.mean(z, axis=-1, keepdims=True)
@@ -356,7 +357,10 @@ def ebkd_weights(tm, normalize=True):
     Kwon, Na, Lee & Kim, "Adaptive Knowledge Distillation Based on Entropy", ICASSP 2020: each
     teacher's soft labels are weighted by 1 - H_k / sum_j H_j, with H_k the entropy of teacher
     k's prediction for the sample (computed here at temperature 1, as the CA-MKD repo's EBKD
-    does). Those raw weights sum to M - 1, which is 1 only for two teachers.
+    does). Those raw weights sum to M - 1, which is 1 only for two teachers. (The weight formula
+    is the one the CA-MKD repo implements as EBKD; the paper's full text was not available to
+    re-check when this was written, only its abstract: "utilizes the teacher model labels with
+    lower entropy at a larger rate".)
 
     Choice: with normalize=True (the default) the weights are divided by M - 1 so that they sum
     to 1 for any M. For M = 2 this is exactly the paper's weight; for M > 2 it keeps the loss a
