@@ -294,3 +294,104 @@ def test_backup_and_restore_resumes_every_method_to_the_uninterrupted_weights(tm
     assert len(whole) == len(resumed)
     for a, b in zip(whole, resumed):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+# -- each method against the NumPy computation of its paper's formula ------------------------
+
+def _tensors(n=16, classes=7, teachers=3, seed=0):
+    rng = np.random.default_rng(seed)
+    t = rng.normal(scale=3.0, size=(n, classes)).astype("float32")
+    s = rng.normal(scale=3.0, size=(n, classes)).astype("float32")
+    tm = rng.normal(scale=3.0, size=(n, teachers, classes)).astype("float32")
+    y = rng.integers(0, classes, n)
+    return t, s, tm, y
+
+
+def _close(actual, expected, tol=1e-5):
+    np.testing.assert_allclose(np.asarray(actual, np.float64), expected, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 4.0])
+def test_logit_methods_equal_their_papers_formulas(temperature):
+    from helpers import reference_losses as ref
+
+    t, s, _, y = _tensors()
+    T = temperature
+    _close(terms.KD(temperature=T)(t, s), ref.kd(t, s, T))
+    _close(terms.KD(temperature=T, standardize=True)(t, s), ref.kd_ls(t, s, T, ddof=1))
+    for epoch in (None, 0, 4, 30):  # tfkd's epochs count from 0, the paper's from 1
+        _close(terms.DKD(alpha=0.5, beta=8.0, temperature=T, warmup_epochs=10)(
+            t, s, labels=y, epoch=epoch),
+            ref.dkd(t, s, y, T, 0.5, 8.0, epoch=None if epoch is None else epoch + 1,
+                    warmup=10))
+    _close(terms.NKD(gamma=1.5, temperature=T)(t, s, labels=y), ref.nkd(t, s, y, T, 1.5))
+    dist = terms.DIST(beta=1.0, gamma=2.0, temperature=T)
+    _close(float(dist.loss(t, s)), ref.dist(t, s, T, 1.0, 2.0))
+
+
+def test_dkd_parts_and_the_papers_identity_per_example():
+    from helpers import reference_losses as ref
+
+    from tfkd.terms.dkd import dkd_parts
+
+    t, s, _, y = _tensors()
+    tckd, nckd, p_target = (np.asarray(v, np.float64) for v in dkd_parts(t, s, y, 3.0))
+    ref_tckd, ref_nckd, ref_p = ref.dkd_parts(t, s, y, 3.0)
+    _close(tckd, ref_tckd)
+    _close(nckd, ref_nckd)
+    _close(p_target, ref_p)
+    # KD = TCKD + (1 - p_target) * NCKD (the paper's eq. 5), in tfkd's own computation.
+    _close(np.asarray(terms.KD(temperature=3.0)(t, s)), tckd + (1 - p_target) * nckd)
+
+
+def test_dkd_and_nkd_stay_finite_for_a_teacher_all_but_one_hot():
+    t = np.full((4, 100), -50.0, np.float32)
+    t[:, 0] = 50.0
+    s = np.random.default_rng(1).normal(size=(4, 100)).astype("float32")
+    for labels in (np.zeros(4, int), np.ones(4, int)):  # sure of the label, or of another
+        for term in (terms.DKD(temperature=1.0), terms.NKD(temperature=1.0)):
+            assert np.isfinite(np.asarray(term(t, s, labels=labels))).all()
+
+
+def test_logit_standardization_ignores_scale_and_shift_per_example():
+    t, s, _, _ = _tensors()
+    a = np.random.default_rng(2).uniform(0.5, 3.0, size=(len(t), 1)).astype("float32")
+    b = np.random.default_rng(3).normal(size=(len(t), 1)).astype("float32")
+    for term in (terms.KD(temperature=2.0, standardize=True),
+                 terms.DKD(temperature=2.0, standardize=True),
+                 terms.DIST(temperature=2.0, standardize=True)):
+        labels = np.arange(len(t)) % t.shape[1]
+        _close(term(a * t + b, a * s - b, labels=labels), np.asarray(term(t, s, labels=labels)),
+               tol=1e-4)
+    assert not np.allclose(terms.KD(temperature=2.0)(2 * t, s), terms.KD(temperature=2.0)(t, s))
+
+
+def test_multi_teacher_methods_equal_their_papers_formulas():
+    from helpers import reference_losses as ref
+
+    from tfkd.terms import camkd, ebkd
+
+    _, s, tm, y = _tensors()
+    _close(terms.MeanTeacherKD(temperature=2.0)(tm, s), ref.mt_mean(tm, s, 2.0))
+    _close(terms.EntropyWeightedKD(temperature=2.0)(tm, s), ref.ebkd(tm, s, 2.0))
+    _close(terms.ConfidenceWeightedKD(temperature=2.0)(tm, s, labels=y), ref.camkd(tm, s, y, 2.0))
+    weights = np.asarray(camkd.ConfidenceWeightedKD().teacher_weights(tm, y))
+    _close(weights, ref.camkd_weights(tm, y))
+    _close(weights.sum(axis=1), np.ones(len(tm)))  # CA-MKD's weights sum to 1
+    _close(np.asarray(ebkd.EntropyWeightedKD().teacher_weights(tm, y)), ref.ebkd_weights(tm))
+
+
+def test_multi_teacher_methods_of_identical_teachers_are_kd():
+    _, s, tm, y = _tensors()
+    same = np.repeat(tm[:, :1], 4, axis=1)
+    kd = np.asarray(terms.KD(temperature=3.0)(tm[:, 0], s))
+    for cls in (terms.MeanTeacherKD, terms.EntropyWeightedKD, terms.ConfidenceWeightedKD):
+        _close(cls(temperature=3.0)(same, s, labels=y), kd)
+
+
+def test_a_multi_teacher_method_refuses_one_teacher():
+    _, s, tm, y = _tensors()
+    with pytest.raises(ValueError, match="needs 2 or more teachers, got 1"):
+        terms.EntropyWeightedKD()(tm[:, :1], s)
+    with pytest.raises(ValueError, match="reads each teacher's own logits"):
+        terms.MeanTeacherKD()({"logits": tm[:, 0]}, s)

@@ -131,7 +131,7 @@ def layer_output(model, name, role):
 def as_outputs(value, teacher=False):
     """A term's input as a dict of outputs (see the module docstring)."""
     if isinstance(value, dict):
-        return value
+        return keras.tree.map_structure(ops.convert_to_tensor, value)
     value = ops.convert_to_tensor(value)
     if teacher and len(value.shape) == 3:
         return {"members": value}

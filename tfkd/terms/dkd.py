@@ -26,9 +26,10 @@ def dkd_parts(teacher_logits, student_logits, target, temperature):
     p_target = ops.exp(log_p_target)
     tckd = (p_target * (log_p_target - log_q_target)
             + ops.exp(log_p_rest) * (log_p_rest - log_q_rest))
-    # Non-target distributions: the classes' log-probabilities less the rest's log-mass.
-    log_p_nt = log_p - log_p_rest[:, None]
-    log_q_nt = log_q - log_q_rest[:, None]
+    # Non-target distributions: the classes' log-probabilities less the rest's log-mass, the
+    # target's at -1e9 (probability 0: a near one-hot teacher's would overflow exp).
+    log_p_nt = log_p + far - log_p_rest[:, None]
+    log_q_nt = log_q + far - log_q_rest[:, None]
     nckd = ops.sum((1.0 - mask) * ops.exp(log_p_nt) * (log_p_nt - log_q_nt), axis=-1)
     return t2 * tckd, t2 * nckd, p_target
 
