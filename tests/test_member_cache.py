@@ -12,6 +12,7 @@ from helpers.teachers import cache_setup, counting, epoch_views
 from tfkd import cache, ensemble, runtime
 from tfkd.data import make_tf_dataset
 from tfkd.modes import fit, store
+from tfkd.workdir import layout_kind
 
 F16 = dict(rtol=2e-3, atol=2e-3)  # float16 rounding of logits of a few units
 
@@ -120,6 +121,11 @@ def test_each_members_logits_on_every_epochs_views(views, monkeypatch, caplog):
                                ensemble_views[1], **F16)
     store.view_logits(config, workdir, splits, teachers, seed=11, members=True)
     assert len(calls) == 2  # read back
+    # Entries the pre-flight check of a workdir knows (`workdir.LAYOUT`).
+    cache_dir = workdir.path("cache")
+    entries = [os.path.relpath(os.path.join(top, name), workdir.root).replace(os.sep, "/")
+               for top, folders, files in os.walk(cache_dir) for name in folders + files]
+    assert len(entries) == 8 and all(layout_kind(e) for e in entries)  # 2 folders, 6 epochs
 
 
 def test_the_size_cap_counts_every_member(views, monkeypatch, caplog):

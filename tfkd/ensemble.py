@@ -220,9 +220,10 @@ def member_count(model):
 def stacked_member_logits(model, inputs, training=False):
     """Each member's logits on `inputs`, stacked on axis 1: (batch, members, classes). An
     Ensemble's `member_logits` (probabilities taken as logits); one model is one member."""
-    if isinstance(model, Ensemble):
-        return ops.stack(model.member_logits(inputs, training=training), axis=1)
-    return ops.expand_dims(single_output(model(inputs, training=training), model.name), 1)
+    logits = (model.member_logits(inputs, training=training) if isinstance(model, Ensemble)
+              else [single_output(model(inputs, training=training), model.name)])
+    # float32, as `average_logits` gives: members may differ in dtype (mixed precision).
+    return ops.stack([ops.cast(z, "float32") for z in logits], axis=1)
 
 
 class MemberLogits(keras.Model):
