@@ -10,12 +10,11 @@ import os
 import numpy as np
 import pytest
 from helpers.command import ok, tfkd
+from helpers.teachers import cache_setup, counting, epoch_views
 
 from tfkd import cache
-from tfkd.config import Config
-from tfkd.data import augmented_views, make_tf_dataset
-from tfkd.modes import fit, inputs, store
-from tfkd.workdir import Workdir
+from tfkd.data import make_tf_dataset
+from tfkd.modes import fit, store
 
 PROJECTION = np.random.default_rng(0).normal(size=(64, 10)).astype(np.float32)
 
@@ -23,11 +22,6 @@ PROJECTION = np.random.default_rng(0).normal(size=(64, 10)).astype(np.float32)
 def fake_teacher(images):
     """Logits that depend on every pixel of the view: a fixed linear map."""
     return np.asarray(images, np.float32).reshape(len(images), -1) @ PROJECTION
-
-
-def epoch_views(x, epoch, seed=7, augment="crop_flip"):
-    return np.concatenate(list(augmented_views(x, augment=augment, augment_seed=seed,
-                                               epoch=epoch).as_numpy_iterator()))
 
 
 @pytest.mark.parametrize("augment", ["crop_flip", "jitter"])
@@ -58,31 +52,7 @@ def test_each_batch_carries_the_logits_of_its_own_views(digits, augment):
 @pytest.fixture
 def setup(tmp_path):
     """A digits config with crop_flip, a saved teacher, and a workdir."""
-    import keras
-
-    import tfkd
-
-    config = Config(dataset="digits", model="mlp", augment="crop_flip", data_seed=3, epochs=3,
-                    train_size=200, workdir=str(tmp_path / "run"))
-    splits = inputs.load_splits(config)
-    model = tfkd.build_model("mlp", splits.input_shape, splits.num_classes, seed=1,
-                             model_name="member_0")
-    path = tmp_path / "member_0.keras"
-    model.save(path)
-    teachers = fit.Teachers(keras.saving.load_model(path), "member_0", (str(path),))
-    return config, splits, teachers, Workdir(config.workdir).create()
-
-
-def counting(monkeypatch):
-    calls = []  # one per inference pass
-    predict = cache.predict_logits
-
-    def count(teachers, x, **kwargs):
-        calls.append(1)
-        return predict(teachers, x, **kwargs)
-
-    monkeypatch.setattr(cache, "predict_logits", count)
-    return calls
+    return cache_setup(tmp_path)
 
 
 def test_built_once_then_read_and_a_damaged_or_missing_epoch_is_redone(setup, monkeypatch,

@@ -37,17 +37,21 @@ def fingerprint(teacher_paths, data_key):
     return digest.hexdigest()[:12]
 
 
-def predict_logits(teachers, x, batch_size=512, fold=False):
+def predict_logits(teachers, x, batch_size=512, fold=False, members=False):
     """`teachers`' outputs on `x`, an array (in batches of `batch_size`) or a batched
     tf.data.Dataset; with `fold`, from a copy of the teachers with BatchNorm folded
-    (`ensemble.for_inference`), worth its set-up when there are many examples."""
-    if fold:
+    (`ensemble.for_inference`), worth its set-up when there are many examples. With
+    `members`, each member's logits, (n, members, classes) (`ensemble.MemberLogits`; one
+    model is one member), instead of the ensemble's (n, classes)."""
+    if fold or members:
         # Here, not at the top: tfkd.modes.store reads workdirs through this module, and
         # the CLI reads them (remembered settings) before it imports Keras.
         from tfkd import ensemble as ensemble_lib
-
+    if fold:
         sample = (next(iter(x.take(1))) if hasattr(x, "element_spec") else x)[:8]
         teachers, _ = ensemble_lib.for_inference(teachers, sample)
+    if members:
+        teachers = ensemble_lib.MemberLogits(teachers)
     if hasattr(x, "element_spec"):
         return np.asarray(teachers.predict(x, verbose=0), dtype=np.float32)
     return np.asarray(teachers.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
@@ -57,9 +61,10 @@ def array_checksum(array):
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
 
 
-def cached_logits(teachers, x, path, batch_size=512, rows=None):
+def cached_logits(teachers, x, path, batch_size=512, rows=None, members=False):
     """Teacher logits for `x`, read from the cache at `path` when it is intact, else computed
-    and stored there. `x`: an array, or a batched tf.data.Dataset of `rows` examples.
+    and stored there. `x`: an array, or a batched tf.data.Dataset of `rows` examples;
+    `members`: each member's logits (see `predict_logits`), which `path` must name apart.
 
     The file stored is `<path minus .npy>.<checksum of its logits>.npy`: one file, written
     atomically, whose contents are checked on every read. A damaged cache (unreadable, the
@@ -69,7 +74,8 @@ def cached_logits(teachers, x, path, batch_size=512, rows=None):
     found = read_cached(path, len(x) if rows is None else rows)
     if found is not None:
         return found
-    return store_logits(path, predict_logits(teachers, x, batch_size, fold=True))
+    return store_logits(path, predict_logits(teachers, x, batch_size, fold=True,
+                                             members=members))
 
 
 def _stem(path):
@@ -115,35 +121,37 @@ def store_logits(path, logits):
 class TopK:
     """A cache of each row's k largest logits, read as full rows of `num_classes` logits.
 
-    Stored as one float16 array of shape (n, 2k + 1): the k largest logits, their class
-    indices (exact in float16 up to 2048 classes) and the mean of the other logits, which
-    is what every other class reads back. Exact for k >= num_classes - 1; otherwise the
-    other classes' share of a softmax is underestimated (their mean's exponential is at
-    most the mean of their exponentials).
+    Stored as one float16 array of shape (n, ..., 2k + 1): for each row of logits (one per
+    example, or one per example and member), the k largest logits, their class indices
+    (exact in float16 up to 2048 classes) and the mean of the other logits, which is what
+    every other class reads back. Exact for k >= num_classes - 1; otherwise the other
+    classes' share of a softmax is underestimated (their mean's exponential is at most the
+    mean of their exponentials).
     """
 
     def __init__(self, packed, num_classes):
         self.packed, self.num_classes = packed, num_classes
-        self.k = (packed.shape[1] - 1) // 2
-        self.shape = (packed.shape[0], num_classes)
+        self.k = (packed.shape[-1] - 1) // 2
+        self.shape = (*packed.shape[:-1], num_classes)
 
     @staticmethod
     def pack(logits, k):
+        """(..., classes) logits -> (..., 2k + 1): each row packed on its own."""
         logits = np.asarray(logits, np.float32)
-        n, classes = logits.shape
+        classes = logits.shape[-1]
         if classes > 2048:
             raise ValueError(f"top-k caches hold at most 2048 classes, got {classes}")
-        top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
-        values = np.take_along_axis(logits, top, axis=1)
-        rest = ((logits.sum(axis=1) - values.sum(axis=1)) / max(classes - k, 1))[:, None]
-        return np.concatenate([values, top.astype(np.float32), rest], axis=1)
+        top = np.argsort(-logits, axis=-1, kind="stable")[..., :k]
+        values = np.take_along_axis(logits, top, axis=-1)
+        rest = ((logits.sum(axis=-1) - values.sum(axis=-1)) / max(classes - k, 1))[..., None]
+        return np.concatenate([values, top.astype(np.float32), rest], axis=-1)
 
     def __len__(self):
         return self.shape[0]
 
     def __getitem__(self, rows):
         packed = np.asarray(self.packed[rows], np.float32)
-        full = np.repeat(packed[:, -1:], self.num_classes, axis=1)
-        indices = packed[:, self.k:2 * self.k].astype(np.int64)
-        np.put_along_axis(full, indices, packed[:, :self.k], axis=1)
+        full = np.repeat(packed[..., -1:], self.num_classes, axis=-1)
+        indices = packed[..., self.k:2 * self.k].astype(np.int64)
+        np.put_along_axis(full, indices, packed[..., :self.k], axis=-1)
         return full

@@ -212,6 +212,34 @@ def average_logits(member_logits, average="logits"):
     return ops.logsumexp(log_probs, axis=0) - ops.log(float(len(member_logits)))
 
 
+def member_count(model):
+    """How many members' logits `model` gives: an Ensemble's members, or 1 for one model."""
+    return len(model.members) if isinstance(model, Ensemble) else 1
+
+
+def stacked_member_logits(model, inputs, training=False):
+    """Each member's logits on `inputs`, stacked on axis 1: (batch, members, classes). An
+    Ensemble's `member_logits` (probabilities taken as logits); one model is one member."""
+    logits = (model.member_logits(inputs, training=training) if isinstance(model, Ensemble)
+              else [single_output(model(inputs, training=training), model.name)])
+    # float32, as `average_logits` gives: members may differ in dtype (mixed precision).
+    return ops.stack([ops.cast(z, "float32") for z in logits], axis=1)
+
+
+class MemberLogits(keras.Model):
+    """A model whose output is `stacked_member_logits(teachers, x)`: every member's logits
+    from one `predict` over the inputs (an augmented pipeline is drawn once, not once per
+    member)."""
+
+    def __init__(self, teachers, **kwargs):
+        super().__init__(name=f"{teachers.name}_members", **kwargs)
+        self.teachers = teachers
+        self.built = bool(teachers.built)
+
+    def call(self, inputs, training=False):
+        return stacked_member_logits(self.teachers, inputs, training=training)
+
+
 def for_inference(model, sample):
     """(`model` for inference with frozen weights, its `folding.Folded` copies): an Ensemble's
     members, or a single model, with BatchNorm folded where `folding.fold` finds that exact

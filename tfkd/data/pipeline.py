@@ -41,6 +41,9 @@ def make_tf_dataset(
     initial_epoch: int = 0,
 ) -> tf.data.Dataset:
     """Batches (x, y), or ({"inputs": x, "teacher_logits": t}, y) when `teacher_logits` is given.
+    A row of `teacher_logits` (or of `view_logits[e]`) is an example's logits, (classes,),
+    or each teacher member's, (members, classes): t is (batch, classes) or
+    (batch, members, classes).
 
     The dict form lets a Distiller train against teacher outputs computed once, instead of
     running the teachers on every step; the logits travel with their example through the
@@ -219,16 +222,17 @@ def _view_reader(view_logits, n):
         epoch = int(counters[0]) // n
         return view_logits[epoch][counters - epoch * n]
 
-    return _rows_from_numpy(rows, view_logits[0].shape[1])
+    return _rows_from_numpy(rows, view_logits[0].shape[1:])
 
 
-def _rows_from_numpy(rows, num_classes):
-    """A tf.data-side function keys -> float32 logits of shape (batch, num_classes), from
-    `rows(keys)` run in NumPy (a memory map's rows are read per batch)."""
+def _rows_from_numpy(rows, row_shape):
+    """A tf.data-side function keys -> float32 logits of shape (batch, *row_shape), from
+    `rows(keys)` run in NumPy (a memory map's rows are read per batch). A row: (classes,)
+    logits, or (members, classes) of each member."""
     def read(keys):
         logits = tf.numpy_function(lambda k: np.asarray(rows(k), dtype=np.float32), [keys],
                                    tf.float32)
-        logits.set_shape([None, num_classes])
+        logits.set_shape([None, *row_shape])
         return logits
 
     return read
@@ -251,7 +255,7 @@ def _logit_reader(teacher_logits):
     if isinstance(teacher_logits, np.memmap):
         # Each step reads its own rows from disk; the cache is never loaded whole.
         return _rows_from_numpy(lambda indices: teacher_logits[indices],
-                                teacher_logits.shape[1])
+                                teacher_logits.shape[1:])
     table = tf.constant(np.asarray(teacher_logits, np.float32))
     return lambda indices: tf.gather(table, indices)
 

@@ -74,7 +74,15 @@ class TeacherPlan:
     view_logits: object = None
 
 
-def plan_teachers(config, workdir, splits, teachers, seed, view_cache=True):
+def _reads_members(config):
+    """Whether the run's distillation terms read each member's logits, not only the
+    ensemble's: then the teacher caches hold every member's (`plan_teachers`)."""
+    # TODO(lead): terms.reads(config)
+    return False
+
+
+def plan_teachers(config, workdir, splits, teachers, seed, view_cache=True, *,
+                  members=False):
     """The one place that decides between cached and online teachers.
 
     Cached when --teacher_cache is on and the teachers are files (their hash names the
@@ -84,7 +92,8 @@ def plan_teachers(config, workdir, splits, teachers, seed, view_cache=True):
     says no other student will train on those views (`view_cache=False`: building the
     cache would cost what running the teachers online costs, and the disk). Validation
     batches are never augmented. A hint loss needs the first teacher's features, so with a
-    hint that teacher still runs; the cached logits serve the rest.
+    hint that teacher still runs; the cached logits serve the rest. With `members`, the
+    cached logits are each member's, (examples, members, classes) (`store.teacher_logits`).
     """
     if teachers is None:
         return TeacherPlan()
@@ -93,11 +102,12 @@ def plan_teachers(config, workdir, splits, teachers, seed, view_cache=True):
     online = teachers.model if config.hint_layer else None
     views = None
     if config.augment != "none":
-        views = store.view_logits(config, workdir, splits, teachers, seed) if view_cache else None
+        views = store.view_logits(config, workdir, splits, teachers, seed,
+                                  members=members) if view_cache else None
         if views is None:
             return TeacherPlan(online=teachers.model, distilled=True)
     train_logits, val_logits = store.teacher_logits(config, workdir, splits, teachers,
-                                                    train=views is None)
+                                                    train=views is None, members=members)
     return TeacherPlan(online=online, train_logits=train_logits, view_logits=views,
                        val_logits=val_logits, distilled=True)
 
@@ -211,7 +221,8 @@ def fit_model(config, workdir, splits, *, name, kind, seed, teachers=None, gener
             check_teachers(teachers.model, student, f"the student {name}")
         except ValueError as e:
             raise ConfigError(f"cannot train {name}: {e}") from None
-    plan = plan_teachers(config, workdir, splits, teachers, seed, view_cache)
+    plan = plan_teachers(config, workdir, splits, teachers, seed, view_cache,
+                         members=_reads_members(config))
     distiller = make_distiller(config, splits, student, plan, alpha=alpha, seed=seed)
     # After every epoch the student's state is saved; a killed run resumes from it.
     state = resume.TrainingState(workdir.state_path(name, store.state_key(settings)), distiller,

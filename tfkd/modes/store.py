@@ -275,12 +275,14 @@ def load_members(config, directory, *, how_to_train):
 
 # --- teacher-output cache ---------------------------------------------------------------------
 
-def teacher_logits(config, workdir, splits, teachers, train=True):
+def teacher_logits(config, workdir, splits, teachers, train=True, *, members=False):
     """The teachers' (train, validation) logits, from the workdir's cache or computed into it
     (train None when not `train`: augmented training batches need `view_logits`).
 
     The cache file is named by the teachers' content hash and the data settings, so a
-    changed teacher or split never reuses a stale cache.
+    changed teacher or split never reuses a stale cache. With `members`, each example's
+    row is every member's logits, (members, classes) (`cache.predict_logits`), in a cache
+    of its own name (`_cache_name`): never read for the ensemble's, nor the other way.
     """
     from tfkd import runtime
 
@@ -288,17 +290,26 @@ def teacher_logits(config, workdir, splits, teachers, train=True):
         # In a cluster, predict is a collective op: every worker must run it, none may
         # skip it by reading a file that only the chief writes.
         # Rounded as the cache file would be, so a cluster trains what one process does.
-        return tuple(cache.predict_logits(teachers.model, x, fold=True).astype("float16")
-                     if x is not None else None
+        return tuple(cache.predict_logits(teachers.model, x, fold=True, members=members)
+                     .astype("float16") if x is not None else None
                      for x in (splits.x_train if train else None, splits.x_val))
     # Clean inputs: the augmentation settings do not change them.
     key = cache.fingerprint(teachers.paths, _data_key(config, "augment", "data_seed") + (
         config.smoke, len(splits.x_train), len(splits.x_val)))
+    name = _cache_name(teachers, key, members)
     return tuple(
-        cache.cached_logits(teachers.model, x,
-                            workdir.path("cache", f"{teachers.name}-{key}.{split}.npy"))
+        cache.cached_logits(teachers.model, x, workdir.path("cache", f"{name}.{split}.npy"),
+                            members=members)
         if x is not None else None
         for split, x in (("train", splits.x_train if train else None), ("val", splits.x_val)))
+
+
+def _cache_name(teachers, key, members, kind=""):
+    """The name of a cache of `teachers`' outputs: <teachers>-[<kind>-]<key>, and -members
+    for each member's logits (their own name: `cache.read_cached` finds a cache by its
+    name's prefix, and a members cache read as the ensemble's would teach the wrong
+    targets)."""
+    return f"{teachers.name}-{kind + '-' if kind else ''}{key}{'-members' if members else ''}"
 
 
 def _data_key(config, *leave_out):
@@ -314,11 +325,13 @@ def augment_seed(config, seed):
     return config.data_seed if config.data_seed >= 0 else seed
 
 
-def view_logits(config, workdir, splits, teachers, seed):
+def view_logits(config, workdir, splits, teachers, seed, *, members=False):
     """The teachers' logits on every epoch's augmented views of the training split (a list:
     one read-only float16 memory map per epoch, rows in example order), or None when the
     cache would exceed --view_cache_max_gb or the run is a cluster's (the teachers then
-    run online; the run says why).
+    run online; the run says why). With `members`, a row is every member's logits,
+    (members, classes), and the cache (named apart) is members times the size; with
+    --view_cache_top_k, each member's row is packed on its own (`cache.TopK`).
 
     The views of epoch e depend only on the augmentation seed, e and the example, so the
     logits are exact and serve every student of those views: each epoch is one file named
@@ -328,6 +341,7 @@ def view_logits(config, workdir, splits, teachers, seed):
     from tfkd import runtime
     from tfkd.data import augmented_views
     from tfkd.data.pipeline import VIEWS
+    from tfkd.ensemble import member_count
 
     if runtime.cluster is not None:
         logging.info("teacher view cache: not in a cluster (every worker would build it); "
@@ -335,35 +349,38 @@ def view_logits(config, workdir, splits, teachers, seed):
         return None
     n, epochs, classes = len(splits.x_train), config.epochs, splits.num_classes
     k = config.view_cache_top_k if 0 < config.view_cache_top_k < classes else 0
-    width = 2 * k + 1 if k else classes  # float16 numbers stored per view (cache.TopK)
-    size = epochs * n * width * 2
+    width = 2 * k + 1 if k else classes  # float16 numbers stored per row (cache.TopK)
+    count = member_count(teachers.model) if members else 1  # rows of logits per view
+    per_view = f"{count} members x " if members else ""
+    size = epochs * n * count * width * 2
     if size > config.view_cache_max_gb * 2**30:
-        logging.info("teacher view cache: %d epochs x %d views x %d numbers would take %.2f "
-                     "GB, more than --view_cache_max_gb=%g; teachers run online", epochs, n,
-                     width, size / 2**30, config.view_cache_max_gb)
+        logging.info("teacher view cache: %d epochs x %d views x %s%d numbers would take "
+                     "%.2f GB, more than --view_cache_max_gb=%g; teachers run online", epochs,
+                     n, per_view, width, size / 2**30, config.view_cache_max_gb)
         return None
     views_seed = augment_seed(config, seed)
     # VIEWS names how views are drawn: a cache of views drawn otherwise is not reused.
     key = cache.fingerprint(teachers.paths, _data_key(config, "data_seed") + (
         config.smoke, n, views_seed, VIEWS))
-    directory = workdir.path("cache", f"{teachers.name}-views-{key}" + (f"-top{k}" if k else ""))
+    directory = workdir.path("cache", _cache_name(teachers, key, members, "views") + (
+        f"-top{k}" if k else ""))
     paths = [os.path.join(directory, f"epoch_{e}.npy") for e in range(epochs)]
     logits = [cache.read_cached(path, n) for path in paths]
     missing = [e for e in range(epochs) if logits[e] is None]
     if missing:
-        logging.info("teacher view cache: %d epochs x %d views x %d %s, %.1f MB in %s; "
-                     "%d of %d epochs to compute", epochs, n, width,
+        logging.info("teacher view cache: %d epochs x %d views x %s%d %s, %.1f MB in %s; "
+                     "%d of %d epochs to compute", epochs, n, per_view, width,
                      f"numbers (top {k} of {classes} classes)" if k else "classes",
                      size / 2**20, directory, len(missing), epochs)
     # Several epochs per inference pass, a few hundred MB of float32 logits at most: a
     # killed build keeps every chunk it finished.
-    per_chunk = max(1, min(len(missing), VIEW_CHUNK_BYTES // (n * classes * 4)))
+    per_chunk = max(1, min(len(missing), VIEW_CHUNK_BYTES // (n * count * classes * 4)))
     for start in range(0, len(missing), per_chunk):
         chunk, started = missing[start:start + per_chunk], time.time()
         views = functools.reduce(lambda a, b: a.concatenate(b), (
             augmented_views(splits.x_train, augment=config.augment, augment_seed=views_seed,
                             epoch=e) for e in chunk))
-        computed = cache.predict_logits(teachers.model, views, fold=True)
+        computed = cache.predict_logits(teachers.model, views, fold=True, members=members)
         for i, e in enumerate(chunk):
             rows = computed[i * n:(i + 1) * n]
             logits[e] = cache.store_logits(paths[e], cache.TopK.pack(rows, k) if k else rows)

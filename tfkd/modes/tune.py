@@ -100,7 +100,8 @@ def run(config, workdir, splits=None, progress=None, strategy=None):
             train.run(config, workdir, splits)
     _, teachers = inputs.ensemble_teachers(config, workdir, splits)
     seed = config.seed + config.num_models  # the distilled student's seed
-    plan = fit.plan_teachers(config, workdir, splits, teachers, seed)
+    plan = fit.plan_teachers(config, workdir, splits, teachers, seed,
+                             members=fit._reads_members(config))
     hypermodel = DistillHyperModel(config, splits, seed=seed, plan=plan)
     # A project per search: other ranges, tuner or student settings start a new one
     # rather than continuing a search they do not belong to.
