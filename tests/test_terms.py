@@ -395,3 +395,36 @@ def test_a_multi_teacher_method_refuses_one_teacher():
         terms.EntropyWeightedKD()(tm[:, :1], s)
     with pytest.raises(ValueError, match="reads each teacher's own logits"):
         terms.MeanTeacherKD()({"logits": tm[:, 0]}, s)
+
+
+# -- from the command's fit path: every method from the teacher cache, views included ----------
+
+@pytest.mark.parametrize("augment", ["none", "crop_flip"])
+def test_every_method_trains_from_the_cache_with_no_teacher_forward_pass(tmp_path, augment):
+    """The command's plan for each method: no online teachers (the Distiller then has none
+    to run), cached logits of each teacher for the methods that read them; and a student
+    trains on that plan."""
+    import dataclasses
+
+    from helpers.teachers import cache_setup
+
+    from tfkd.modes import fit
+
+    config, splits, teachers, workdir = cache_setup(tmp_path, members=2, augment=augment,
+                                                    epochs=2)
+    for name in terms.NAMES:
+        run = dataclasses.replace(config, distillation_loss=name, alpha=0.5)
+        members = fit._reads_members(run)
+        assert members == ("members" in terms.get(name).reads)
+        plan = fit.plan_teachers(run, workdir, splits, teachers, seed=5, members=members)
+        assert plan.online is None, name
+        cached = plan.view_logits[0] if augment != "none" else plan.train_logits
+        assert cached.shape[1:] == ((2, splits.num_classes) if members else
+                                    (splits.num_classes,)), name
+        student = fit.build_student(run, splits, 5, f"student_{name}")
+        distiller = fit.make_distiller(run, splits, student, plan, alpha=0.5, seed=5)
+        assert distiller.teachers is None
+        train, val = fit.make_datasets(run, splits, 5, plan)
+        logs = distiller.fit(train, validation_data=val, epochs=2,
+                             steps_per_epoch=fit.steps_per_epoch(run, splits), verbose=0).history
+        assert np.isfinite(logs["distillation_loss"]).all(), name

@@ -275,7 +275,8 @@ class Config:
         "student sees), reused by every student of those views (see --data_seed).")
     view_cache_max_gb: float = setting(
         4.0, "distillation", "Largest teacher cache of augmented views to keep, in GB "
-        "(epochs x training examples x classes x 2 bytes); a larger one is not built and "
+        "(epochs x training examples x classes x 2 bytes, times the teachers for methods that "
+        "read each teacher's logits); a larger one is not built and "
         "the teachers run online, which the run says.", rule=number(0), identity=False)
     view_cache_top_k: int = setting(
         0, "distillation", "Keep only each view's K largest teacher logits in that cache, and "

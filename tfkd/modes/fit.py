@@ -77,8 +77,7 @@ class TeacherPlan:
 def _reads_members(config):
     """Whether the run's distillation terms read each member's logits, not only the
     ensemble's: then the teacher caches hold every member's (`plan_teachers`)."""
-    # TODO(lead): terms.reads(config)
-    return False
+    return "members" in terms.reads(config)
 
 
 def plan_teachers(config, workdir, splits, teachers, seed, view_cache=True, *,
