@@ -1,25 +1,15 @@
 """The README's library example runs as written."""
 
-import os
-import re
-
 import keras
 import numpy as np
 
-README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
-
-
-def readme_example(name):
-    text = open(README, encoding="utf-8").read()
-    match = re.search(rf"<!-- example: {name} -->\s*```python\n(.*?)```", text, re.S)
-    assert match, f"README has no example named {name!r}"
-    return match.group(1)
+from helpers.examples import markdown_example
 
 
 def test_distill_example_runs_and_student_is_good(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace = {}
-    exec(compile(readme_example("distill"), "README.md example", "exec"), namespace)
+    exec(compile(markdown_example("README.md", "distill"), "README.md example", "exec"), namespace)
     data, distiller = namespace["data"], namespace["distiller"]
     assert len(distiller.teachers.members) == 3
     result = distiller.evaluate(data.x_test, data.y_test, return_dict=True, verbose=0)

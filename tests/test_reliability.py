@@ -278,6 +278,16 @@ def bad_invocations(root):
         (["--hint_layer=features", "--hint_weight=-1", *base], "hint_weight"),
         (["--hint_weight=2", *base], "hint_weight=2.0 needs --hint_layer"),
         (["--mode=tune", "--tune_params=hint_weight", *base], "hint_weight"),
+        # A method's setting searched where its method never runs; the methods' list.
+        (["--mode=tune", "--tune_params=dkd_beta", *base],
+         "tune_params names dkd_beta, a setting of dkd, but the search runs "
+         "--distillation_loss=kl"),
+        (["--mode=tune", "--tune_params=distillation_loss,dkd_alpha", "--tune_methods=kl",
+          *base], "tune_params names dkd_alpha, a setting of dkd, but the search runs "
+         "--tune_methods=kl"),
+        (["--mode=tune", "--tune_methods=kl,nope", *base], "unknown tune_methods entry 'nope'"),
+        (["--mode=tune", "--tune_methods=", *base], "tune_methods must name at least one"),
+        (["--mode=tune", "--tune_dkd_beta=0,5", *base], "tune_dkd_beta must be two increasing"),
         # Non-finite and out-of-range numbers are refused before TensorFlow sees them.
         (["--learning_rate=inf", *base], "learning_rate must be a finite number"),
         (["--weight_decay=inf", *base], "weight_decay must be a finite number"),

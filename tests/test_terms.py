@@ -132,6 +132,8 @@ def test_every_method_trains_from_cached_logits_with_no_teacher_model():
     members = np.stack([t1.predict(x, verbose=0), t2.predict(x, verbose=0)], axis=1)
     for name, student in zip(terms.NAMES, _models(seeds=range(20, 20 + len(terms.NAMES)))):
         cls = terms.get(name)
+        if "layers" in cls.reads:  # a feature method reads a teacher model's layers
+            continue
         cached = members if "members" in cls.reads else members.mean(axis=1)
         distiller = Distiller(student=student, teachers=None, alpha=0.5, distillation_loss=name)
         distiller.compile(optimizer="adam")

@@ -106,3 +106,68 @@ def test_two_deterministic_searches_give_identical_trials(tmp_path):
             if ok(tfkd(*TUNE, "--max_trials=2", "--deterministic", f"--workdir={workdir}",
                        process=True))]
     assert runs[0] == runs[1] and len(runs[0]) == 2
+
+
+# -- the method and its own settings -------------------------------------------------------
+
+def test_a_method_setting_is_drawn_only_in_the_trials_of_its_method():
+    import keras_tuner as kt
+
+    from tfkd.config import Config
+    from tfkd.modes.tune import trial_config
+
+    config = Config(mode="tune", tune_params=("distillation_loss", "dkd_beta", "temperature"),
+                    tune_methods=("kl", "dkd"), tune_dkd_beta=(2.0, 3.0))
+    drawn = {}
+    for method in ("kl", "dkd"):
+        hp = kt.HyperParameters()  # as an oracle hands a trial its values
+        hp.Choice("distillation_loss", ["kl", "dkd"], default=method)
+        trial_config(hp, config)  # declares the rest of the space
+        hp.values.update(dkd_beta=2.7, temperature=3.0)
+        trial = trial_config(hp, config)
+        assert trial.distillation_loss == method and trial.temperature == 3.0
+        drawn[method] = (trial, hp)
+    kl, kl_hp = drawn["kl"]
+    dkd, dkd_hp = drawn["dkd"]
+    assert kl.dkd_beta == Config().dkd_beta and not kl_hp.is_active("dkd_beta")
+    assert dkd_hp.is_active("dkd_beta") and dkd.dkd_beta == 2.7
+
+
+def test_the_best_flagfile_names_the_chosen_method_and_only_its_settings(tmp_path):
+    from tfkd.config import Config
+    from tfkd.modes.tune import OBJECTIVE, best_flagfile
+
+    config = Config(mode="tune", tune_params=("distillation_loss", "dkd_beta"), dkd_alpha=0.5)
+    dkd = best_flagfile(config, {"trial": "3", "distillation_loss": "dkd", "dkd_beta": 2.5,
+                                 OBJECTIVE: 0.9}, str(tmp_path))
+    lines = dkd.splitlines()
+    assert "--distillation_loss=dkd" in lines and "--dkd_beta=2.5" in lines
+    assert "--dkd_alpha=0.5" in lines and "--dkd_warmup_epochs=20" in lines
+    kl = best_flagfile(config, {"trial": "1", "distillation_loss": "kl", OBJECTIVE: 0.9},
+                       str(tmp_path))
+    assert "--distillation_loss=kl" in kl.splitlines() and "dkd_" not in kl
+
+
+def test_a_search_over_methods_and_dkd_beta_gives_a_flagfile_distill_reproduces(tmp_path):
+    workdir = tmp_path / "run"
+    ok(tfkd(*TUNE, "--max_trials=4", "--tune_params=distillation_loss,dkd_beta,alpha",
+            "--tune_dkd_beta=1,4", f"--workdir={workdir}"))
+    trials = trials_of(workdir)
+    assert len(trials) == 4 and {t["distillation_loss"] for t in trials} == {"kl", "dkd"}
+    for t in trials:  # dkd_beta only where dkd ran
+        assert (t["dkd_beta"] != "") == (t["distillation_loss"] == "dkd"), t
+        if t["dkd_beta"]:
+            assert 1.0 <= float(t["dkd_beta"]) <= 4.0
+    assert (workdir / "tune" / "trials.png").stat().st_size > 0
+    best = max(trials, key=lambda t: float(t["val_accuracy"]))
+    flags = (workdir / "tune" / "best.flags").read_text().splitlines()
+    assert f"--distillation_loss={best['distillation_loss']}" in flags
+    assert any(line.startswith("--dkd_beta=") for line in flags) == bool(best["dkd_beta"])
+    distilled = tmp_path / "distilled"
+    ok(tfkd(f"--flagfile={workdir / 'tune' / 'best.flags'}", f"--workdir={distilled}",
+            "--smoke"))
+    record = json.load(open(distilled / "metrics" / "distilled.json"))
+    assert record["settings"]["distillation_loss"] == best["distillation_loss"]
+    if best["dkd_beta"]:
+        assert abs(record["settings"]["dkd_beta"] - float(best["dkd_beta"])) < 1e-9
+    assert abs(record["row"]["val_accuracy"] - float(best["val_accuracy"])) < 1e-6

@@ -6,7 +6,6 @@ saved to and loaded from .keras files, students are functional or Sequential mod
 
 import json
 import os
-import re
 import subprocess
 import sys
 import textwrap
@@ -19,9 +18,9 @@ import pytest
 import tensorflow as tf
 
 import tfkd
+from helpers.examples import markdown_example
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LIBRARY_DOC = os.path.join(ROOT, "docs", "library.md")
 BACKUP_SCRIPT = os.path.join(ROOT, "tests", "helpers", "user_backup_restore.py")
 # Subprocesses import this checkout's tfkd, not whichever one is installed.
 ENV = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -401,18 +400,11 @@ def test_grad_cam_of_a_sequential_model_loaded_from_a_keras_file(digits, tmp_pat
 # -- the examples of docs/library.md ------------------------------------------------------------
 
 
-def library_example(name):
-    text = open(LIBRARY_DOC, encoding="utf-8").read()
-    match = re.search(rf"<!-- example: {name} -->\s*```python\n(.*?)```", text, re.S)
-    assert match, f"docs/library.md has no example named {name!r}"
-    return match.group(1)
-
-
 @pytest.mark.parametrize("name", ["tune", "checkpoint", "analysis", "optimal_alpha"])
 def test_library_examples_run(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace = {}
-    exec(compile(library_example(name), f"docs/library.md example {name}", "exec"), namespace)
+    exec(compile(markdown_example("docs/library.md", name), f"docs/library.md example {name}", "exec"), namespace)
     if name == "analysis":
         assert 0.0 <= namespace["found"]["agreement"] <= 1.0
         assert 0.0 <= namespace["similarity"] <= 1.0

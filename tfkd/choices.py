@@ -41,9 +41,12 @@ TUNERS = {
     "hyperband": "keras_tuner:Hyperband",
 }
 # --tune_params (tfkd.modes.tune): what a search may vary, and the scale of each; the range
-# of `name` is the setting tune_<name>.
+# of `name` is the setting tune_<name>, except the method's ("choice": among --tune_methods).
+# A method's own setting (`setting(methods=...)`) is searched only in the trials that run
+# its method: a method adding a searchable setting adds it here and its tune_<name> range.
 SEARCHABLE = {"temperature": "log", "alpha": "linear", "learning_rate": "log",
-              "hint_weight": "log"}
+              "hint_weight": "log", "distillation_loss": "choice", "dkd_alpha": "linear",
+              "dkd_beta": "log"}
 
 
 def load(target):

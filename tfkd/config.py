@@ -347,7 +347,12 @@ class Config:
         rule=whole(1, 100_000), identity=False)  # so that more trials continue a search
     tune_params: tuple = setting(
         ("temperature", "alpha", "learning_rate"), "tune", "What to search; the rest keep "
-        "their flag values.", item=str, choices="tfkd.choices:SEARCHABLE")
+        "their flag values. distillation_loss searches the method among --tune_methods; a "
+        "method's own setting (dkd_beta, ...) is searched in the trials that run its method.",
+        item=str, choices="tfkd.choices:SEARCHABLE")
+    tune_methods: tuple = setting(
+        ("kl", "dkd"), "tune", "The methods a search chooses among when --tune_params names "
+        "distillation_loss.", item=str, choices="tfkd.terms:NAMES")
     tune_temperature: tuple = setting((1.0, 20.0), "tune",
                                       "LOW,HIGH of the temperature (log scale).", item=float,
                                       rule=search_range())
@@ -359,6 +364,12 @@ class Config:
     tune_hint_weight: tuple = setting(
         (0.1, 10.0), "tune", "LOW,HIGH of the hint weight (log scale; searched when "
         "--tune_params names hint_weight).", item=float, rule=search_range())
+    tune_dkd_alpha: tuple = setting(
+        (0.5, 2.0), "tune", "LOW,HIGH of dkd_alpha, within [0, 1e6] (searched in the trials "
+        "that run dkd).", item=float, rule=search_range(0.0, 1e6))
+    tune_dkd_beta: tuple = setting(
+        (0.5, 10.0), "tune", "LOW,HIGH of dkd_beta (log scale; searched in the trials that run "
+        "dkd).", item=float, rule=search_range())
 
     # --- analyze -------------------------------------------------------------------------
     analysis_layer: str = setting(
@@ -424,6 +435,7 @@ class Config:
         if "hint_weight" in self.tune_params and not self.hint_layer:
             raise ConfigError("tune_params names hint_weight, but no hint loss is on; add "
                               "--hint_layer (e.g. --hint_layer=features)")
+        self._check_searched_methods()
         self.step_alphas()  # validates self_distill_alpha against self_distill_steps
         self.hint()  # validates hint_layer
         epochs = self.lr_decay_epochs
@@ -449,6 +461,30 @@ class Config:
                 f"{self.epochs} epochs each ({fits * self.epochs:,} epochs in all), more than "
                 f"--max_fits={self.max_fits}; check --num_models and --self_distill_steps, or "
                 f"pass --max_fits={fits} to go ahead")
+
+    def searched_methods(self):
+        """The methods a --mode=tune search runs: --tune_methods when it searches the
+        method, the run's method otherwise."""
+        if "distillation_loss" in self.tune_params:
+            return self.tune_methods
+        return (self.distillation_loss,)
+
+    def _check_searched_methods(self):
+        """A searched method setting needs a searched method that reads it."""
+        if not self.tune_methods:
+            raise ConfigError(f"tune_methods must name at least one of: "
+                              f"{', '.join(choices_of('tune_methods'))}")
+        for name in self.tune_params:
+            owners = FIELDS[name].metadata["methods"]
+            if owners and not set(owners) & set(self.searched_methods()):
+                where = ("--tune_methods=" + ",".join(self.tune_methods)
+                         if "distillation_loss" in self.tune_params
+                         else f"--distillation_loss={self.distillation_loss}")
+                raise ConfigError(
+                    f"tune_params names {name}, a setting of {' or '.join(owners)}, but the "
+                    f"search runs {where}; add {owners[0]} to the search (--distillation_loss="
+                    f"{owners[0]}, or distillation_loss in --tune_params and {owners[0]} in "
+                    "--tune_methods)")
 
     def hint(self):
         """The FitNets hint as a `tfkd.distiller.Hint`, or None without --hint_layer."""

@@ -90,15 +90,16 @@ def plan_teachers(config, workdir, splits, teachers, seed, view_cache=True, *,
     epoch and the example only; online if the cache would be too large, or when the caller
     says no other student will train on those views (`view_cache=False`: building the
     cache would cost what running the teachers online costs, and the disk). Validation
-    batches are never augmented. A hint loss needs the first teacher's features, so with a
-    hint that teacher still runs; the cached logits serve the rest. With `members`, the
+    batches are never augmented. A term reading layers (a hint, a feature method) needs the
+    first teacher's features, so that teacher still runs; the cached logits serve the rest. With `members`, the
     cached logits are each member's, (examples, members, classes) (`store.teacher_logits`).
     """
     if teachers is None:
         return TeacherPlan()
     if not (config.teacher_cache and teachers.paths):
         return TeacherPlan(online=teachers.model, distilled=True)
-    online = teachers.model if config.hint_layer else None
+    # A term reading a teacher's layers (the hint, a feature method) needs that teacher run.
+    online = teachers.model if "layers" in terms.reads(config) else None
     views = None
     if config.augment != "none":
         views = store.view_logits(config, workdir, splits, teachers, seed,

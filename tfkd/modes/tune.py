@@ -2,8 +2,10 @@
 
 The ensemble of the members in --teacher_dir (default --workdir; trained first if
 missing) teaches one student per trial, built exactly as `distill` builds it, with the
-trial's temperature (log scale), alpha, learning rate and, with --hint_layer, hint weight
-(--tune_params picks which are searched; the others keep their flag values). The objective is the student's validation
+trial's temperature (log scale), alpha, learning rate and, with --hint_layer, hint weight,
+and the method (among --tune_methods) with its own settings, each searched in the trials
+that run its method (--tune_params picks which are searched; the others keep their flag
+values). The objective is the student's validation
 accuracy; the test split is never looked at. The teachers' logits are computed once into
 the workdir's cache, so no trial runs a teacher (with --augment the teachers must see each
 augmented batch and run online; with a hint loss the first teacher runs for its features).
@@ -27,7 +29,7 @@ from tfkd import choices
 from tfkd.choices import SEARCHABLE, load
 from tfkd.config import FIELDS, ConfigError, identity_fields, identity_of
 from tfkd.modes import fit, inputs, store, train
-from tfkd.report import markdown_table
+from tfkd.report import cell, markdown_table
 from tfkd.workdir import save_figure, write_text
 
 # {name: keras-tuner class}, the names those of tfkd.choices; what --tune_params may search
@@ -37,10 +39,27 @@ OBJECTIVE = "val_accuracy"
 
 
 def trial_config(hp, config):
-    """The config of one trial: the searched settings drawn from `hp`, the others as given."""
-    return dataclasses.replace(config, **{
-        name: hp.Float(name, *getattr(config, f"tune_{name}"), sampling=SEARCHABLE[name])
-        for name in config.tune_params})
+    """The config of one trial: the searched settings drawn from `hp`, the others as given.
+
+    The method first (a choice among --tune_methods); a method's own setting is a
+    hyper-parameter conditional on its method (keras-tuner's parent_name/parent_values):
+    drawn only in the trials that run that method, absent from the others' values."""
+    values = {}
+    if "distillation_loss" in config.tune_params:
+        values["distillation_loss"] = hp.Choice("distillation_loss", list(config.tune_methods))
+    for name in config.tune_params:
+        if name == "distillation_loss":
+            continue
+        condition = {}
+        owners = FIELDS[name].metadata["methods"]
+        if owners and "distillation_loss" in config.tune_params:
+            condition = dict(parent_name="distillation_loss",
+                             parent_values=[m for m in config.tune_methods if m in owners])
+        value = hp.Float(name, *getattr(config, f"tune_{name}"), sampling=SEARCHABLE[name],
+                         **condition)
+        if value is not None:  # None: its method is not this trial's
+            values[name] = value
+    return dataclasses.replace(config, **values)
 
 
 class DistillHyperModel(kt.HyperModel):
@@ -124,7 +143,8 @@ def run(config, workdir, splits=None, progress=None, strategy=None):
         write_results(config, trials, directory, inputs.teacher_dir(config, workdir))
     best = trials[0]
     logging.info("tune: best of %d trials: %s = %.4f with %s", len(trials), OBJECTIVE,
-                 best[OBJECTIVE], ", ".join(f"{k}={best[k]:.4g}" for k in config.tune_params))
+                 best[OBJECTIVE], ", ".join(f"{k}={cell(best[k], '{:.4g}')}"
+                                            for k in config.tune_params if k in best))
     return []
 
 
@@ -141,13 +161,14 @@ def trial_rows(tuner):
 
 def best_flagfile(config, best, teacher_dir):
     """A flagfile for --mode=distill with the best trial's values and the search's settings:
-    every setting of the student's identity, and the members and seeds it was taught by."""
+    every setting of the student's identity, and the members and seeds it was taught by:
+    the best trial's method and that method's own settings (none of another method's)."""
+    config = dataclasses.replace(config, **{k: best[k] for k in config.tune_params if k in best})
     # The method's own settings all, defaults included: a flagfile says what it runs.
     own = tuple(name for name, f in FIELDS.items()
                 if config.distillation_loss in f.metadata["methods"])
     fields = ("num_models", "seed") + tuple(dict.fromkeys(identity_of(config, True) + own))
     values = {f: getattr(config, f) for f in fields if f != "smoke"}
-    values.update({k: best[k] for k in config.tune_params})
     lines = [f"# The best trial of a `tfkd --mode=tune` search: {OBJECTIVE} "
              f"{best[OBJECTIVE]:.4f} (trial {best['trial']}).",
              "#",
@@ -176,7 +197,7 @@ def write_results(config, trials, directory, teacher_dir):
     writer.writeheader()
     writer.writerows(trials)
     write_text(os.path.join(directory, "trials.csv"), buffer.getvalue())
-    lines = markdown_table(columns, [[row[c] for c in columns] for row in trials],
+    lines = markdown_table(columns, [[row.get(c) for c in columns] for row in trials],
                            number="{:.4g}")
     write_text(os.path.join(directory, "trials.md"),
                f"# tune: {len(trials)} trials, best first ({OBJECTIVE}, validation split)\n\n"
@@ -202,9 +223,17 @@ def trials_figure(config, trials):
     scores = 100 * np.array([t[OBJECTIVE] for t in trials])
     for i, name in enumerate(params, start=1):
         ax = figure.add_subplot(1, len(params), i)
-        ax.scatter([t[name] for t in trials], scores, c=scores, cmap="viridis")
-        ax.scatter([trials[0][name]], [scores[0]], marker="*", s=200, color="red",
-                   label="best")
+        # A method's setting: only the trials that ran its method have a value.
+        has = [name in t for t in trials]
+        values = [t[name] for t in trials if name in t]
+        if SEARCHABLE[name] == "choice":  # the methods as categories, in their order
+            order = list(config.tune_methods)
+            values = [order.index(v) for v in values]
+            ax.set_xticks(range(len(order)), order)
+            ax.set_xlim(-0.5, len(order) - 0.5)
+        ax.scatter(values, scores[has], c=scores[has], cmap="viridis")
+        if has[0]:
+            ax.scatter(values[:1], scores[:1], marker="*", s=200, color="red", label="best")
         if SEARCHABLE[name] == "log":
             ax.set_xscale("log")
             # Over a range of a decade or less matplotlib labels minor ticks too, or falls
@@ -219,7 +248,11 @@ def trials_figure(config, trials):
         ax.set_xlabel(name)
         ax.set_ylabel("validation accuracy (%)")
         ax.grid(alpha=0.3)
-    figure.axes[0].legend()
+    # The first panel with the best trial on it (a method's setting may not be).
+    for ax in figure.axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+            break
     figure.suptitle(f"tune: {len(trials)} trials ({config.tuner})")
     figure.tight_layout()
     return figure
