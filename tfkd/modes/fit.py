@@ -91,8 +91,9 @@ def plan_teachers(config, workdir, splits, teachers, seed, view_cache=True, *,
     says no other student will train on those views (`view_cache=False`: building the
     cache would cost what running the teachers online costs, and the disk). Validation
     batches are never augmented. A term reading layers (a hint, a feature method) needs the
-    first teacher's features, so that teacher still runs; the cached logits serve the rest. With `members`, the
-    cached logits are each member's, (examples, members, classes) (`store.teacher_logits`).
+    first teacher's features, so that teacher still runs; the cached logits serve the rest.
+    With `members`, the cached logits are each member's, (examples, members, classes)
+    (`store.teacher_logits`).
     """
     if teachers is None:
         return TeacherPlan()

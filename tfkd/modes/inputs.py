@@ -53,7 +53,13 @@ def check_method(config, splits):
     teachers = TEACHERS[config.mode](config)
     if teachers is None:
         return
-    name = config.distillation_loss
+    for name in terms.methods(config):
+        _check_one_method(config, splits, name, teachers)
+
+
+def _check_one_method(config, splits, name, teachers):
+    from tfkd import terms
+
     try:
         terms.from_settings(name, config).check_classes(splits.num_classes)
     except ValueError as e:
