@@ -666,6 +666,9 @@ class Distiller(keras.Model):
         self.optimizer.apply_gradients(zip(gradients, trainable_weights))
         logs = self._update_metrics(x, values, y, student["logits"], teacher_logits,
                                     sample_weight)
+        for term, name in zip(self.terms, self._term_logs):
+            for key, value in term.observed().items():
+                logs[f"{name.removesuffix('_loss')}_{key}"] = value
         return self._shape_logs(logs)
 
     def test_step(self, data):

@@ -87,6 +87,11 @@ class Term(keras.layers.Layer):
     def call(self, teacher, student, labels=None, epoch=None):
         raise NotImplementedError
 
+    def observed(self):
+        """Values the training logs show beside this term's loss, {name: scalar} (CTKD's
+        learned temperature), each as "<the term's log name less _loss>_<name>"."""
+        return {}
+
     # -- what every term has -------------------------------------------------------------
 
     def __call__(self, teacher, student, labels=None, epoch=None):
