@@ -53,6 +53,7 @@ class Term(keras.layers.Layer):
     relational = False
     settings = {}
     over_classes = True  # compares distributions over classes (see tfkd.losses.over_classes)
+    observes = ()  # names of the values `observed()` gives (CTKD's learned temperature)
 
     def __init__(self, name=None, **kwargs):
         kwargs.setdefault("dtype", "float32")  # losses in float32 under mixed precision too
@@ -88,8 +89,9 @@ class Term(keras.layers.Layer):
         raise NotImplementedError
 
     def observed(self):
-        """Values the training logs show beside this term's loss, {name: scalar} (CTKD's
-        learned temperature), each as "<the term's log name less _loss>_<name>"."""
+        """The current values of `observes`, {name: scalar}. The training logs show each
+        beside the term's loss, as "<the term's log name less _loss>_<name>": its mean over
+        the epoch's steps, each read after the step's update."""
         return {}
 
     # -- what every term has -------------------------------------------------------------

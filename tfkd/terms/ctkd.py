@@ -56,6 +56,7 @@ class CTKD(base.Term):
     tfkd's L2 penalty (--weight_decay) is on the student's weights only.
     """
 
+    observes = ("temperature",)
     settings = {"temperature": "temperature", "ctkd_min_temperature": "min_temperature",
                 "ctkd_max_temperature": "max_temperature", "ctkd_lambda_max": "lambda_max",
                 "ctkd_lambda_epochs": "lambda_epochs"}
@@ -93,8 +94,9 @@ class CTKD(base.Term):
 
     @property
     def temperature_now(self):
-        """The current learned temperature, a Python float (the training logs show it too:
-        "distillation_temperature", or "ctkd_temperature" in `terms=`)."""
+        """The current learned temperature, a Python float. The training logs show its mean
+        over each epoch's steps: "distillation_temperature" ("ctkd_temperature" in
+        `terms=`)."""
         return float(self.observed()["temperature"])
 
     def observed(self):
