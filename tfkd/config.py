@@ -327,8 +327,9 @@ class Config:
         "ascends the KD loss the student descends (0: the temperature stays).",
         rule=number(0, 1e6), methods=("ctkd",))
     ctkd_lambda_epochs: int = setting(
-        10, "method", "CTKD: epochs over which that weight rises from 0 to --ctkd_lambda_max "
-        "along a cosine (0: --ctkd_lambda_max from the start).", rule=whole(0),
+        10, "method", "CTKD: epochs over which that weight rises along a cosine from 0 to "
+        "--ctkd_lambda_max, reached in the N-th epoch as in the authors' code (0: "
+        "--ctkd_lambda_max from the start).", rule=whole(0),
         methods=("ctkd",))
 
     # --- hint ----------------------------------------------------------------------------
