@@ -112,6 +112,17 @@ def increasing(low=1):
     return rule
 
 
+def between(value, low, high):
+    """The phrase of what is wrong with low < value < high, or None; each a (name, value)
+    pair, so that a class names its arguments and the command line its settings."""
+    (name, v), (low_name, lo), (high_name, hi) = value, low, high
+    if not lo < hi:
+        return f"{low_name}={lo:g} must be below {high_name}={hi:g}"
+    if not lo < v < hi:
+        return f"{name}={v:g} must lie strictly between {low_name}={lo:g} and {high_name}={hi:g}"
+    return None
+
+
 def val_size_rule(value):
     if value == 0:
         return None  # the dataset's default
@@ -314,6 +325,24 @@ class Config:
         "authors: 1.5 with T=1 on ImageNet, 3.5 with T=3 on CIFAR-100).", rule=number(0, 1e6),
         methods=("nkd",))
 
+    ctkd_min_temperature: float = setting(
+        1.0, "method", "CTKD (Li et al., AAAI 2023): lowest value of its learned temperature "
+        "T = min + (max - min) * sigmoid(theta), which starts at --temperature (the authors' "
+        "code: T in [1, 21] from theta = 1, i.e. --temperature=15.62).",
+        rule=number(0, 1e4, low_open=True), methods=("ctkd",))
+    ctkd_max_temperature: float = setting(
+        21.0, "method", "CTKD: highest value of its learned temperature.",
+        rule=number(0, 1e4, low_open=True), methods=("ctkd",))
+    ctkd_lambda_max: float = setting(
+        1.0, "method", "CTKD: weight of the gradient reversal through which the temperature "
+        "ascends the KD loss the student descends (0: the temperature stays).",
+        rule=number(0, 1e6), methods=("ctkd",))
+    ctkd_lambda_epochs: int = setting(
+        10, "method", "CTKD: epochs over which that weight rises along a cosine from 0 to "
+        "--ctkd_lambda_max, reached in the N-th epoch as in the authors' code (0: "
+        "--ctkd_lambda_max from the start).", rule=whole(0),
+        methods=("ctkd",))
+
     # --- hint ----------------------------------------------------------------------------
     hint_layer: str = setting(
         "", "hint", "FitNets hint loss for distill, self_distill and tune: a layer name found "
@@ -450,6 +479,7 @@ class Config:
         if epochs and epochs[0] <= self.warmup_epochs:
             raise ConfigError(f"lr_decay_epochs={_text(epochs)!r} must come after the "
                               f"{self.warmup_epochs} warm-up epochs")
+        self._check_ctkd()
         if not self.workdir:
             raise ConfigError("workdir must not be empty")
         from tfkd.modes import planned_fits
@@ -469,6 +499,11 @@ class Config:
             return self.tune_methods
         return (self.distillation_loss,)
 
+    def run_methods(self):
+        """The methods this run trains with: a search's (`searched_methods`) in --mode=tune,
+        --distillation_loss otherwise."""
+        return self.searched_methods() if self.mode == "tune" else (self.distillation_loss,)
+
     def _check_searched_methods(self):
         """A searched method setting needs a searched method that reads it."""
         if not self.tune_methods:
@@ -485,6 +520,27 @@ class Config:
                     f"search runs {where}; add {owners[0]} to the search (--distillation_loss="
                     f"{owners[0]}, or distillation_loss in --tune_params and {owners[0]} in "
                     "--tune_methods)")
+
+    def _check_ctkd(self):
+        """CTKD's learned temperature starts at --temperature (a search's at each trial's),
+        strictly inside its range."""
+        if self.distillation_loss != "ctkd":
+            return
+        low = ("ctkd_min_temperature", self.ctkd_min_temperature)
+        high = ("ctkd_max_temperature", self.ctkd_max_temperature)
+        problem = between(("temperature", self.temperature), low, high)
+        if self.mode == "tune" and "temperature" in self.tune_params:
+            # The searched temperatures, not --temperature, are the ones used.
+            lo, hi = self.tune_temperature
+            problem = between(("tune_temperature", lo), low, high) or between(
+                ("tune_temperature", hi), low, high)
+            if problem and low[1] < high[1]:
+                problem = (f"tune_temperature={_text(self.tune_temperature)!r} must lie "
+                           f"strictly between ctkd_min_temperature={low[1]:g} and "
+                           f"ctkd_max_temperature={high[1]:g}")
+        if problem:
+            raise ConfigError(f"{problem} for --distillation_loss=ctkd (its learned temperature "
+                              "starts there and reaches neither bound)")
 
     def hint(self):
         """The FitNets hint as a `tfkd.distiller.Hint`, or None without --hint_layer."""

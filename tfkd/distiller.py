@@ -234,6 +234,11 @@ def _extractor(model, layers, role):
     return keras.Model(model.inputs, [model.outputs[0], *features])
 
 
+def _observed_log(term_log, key):
+    """The log name of a value a term observes (Term.observes): "distillation_temperature"."""
+    return f"{term_log.removesuffix('_loss')}_{key}"
+
+
 class _EpochClock(keras.callbacks.Callback):
     """Tells the Distiller's terms the training loop's epoch (counted from 0), for methods
     with an epoch schedule; a resumed fit (initial_epoch, BackupAndRestore) starts at its
@@ -430,6 +435,8 @@ class Distiller(keras.Model):
             "loss": keras.metrics.Mean(name="loss"),
             "student_loss": keras.metrics.Mean(name="student_loss"),
             **{name: keras.metrics.Mean(name=name) for name in self._term_logs},
+            **{log: keras.metrics.Mean(name=log) for log in (
+                _observed_log(name, key) for term, _, name in specs for key in term.observes)},
             "teacher_agreement": (metrics_lib.TeacherAgreement(name="teacher_agreement")
                                   if self._with_teachers else None),
         }
@@ -666,6 +673,14 @@ class Distiller(keras.Model):
         self.optimizer.apply_gradients(zip(gradients, trainable_weights))
         logs = self._update_metrics(x, values, y, student["logits"], teacher_logits,
                                     sample_weight)
+        for term, name in zip(self.terms, self._term_logs):
+            for key, value in term.observed().items():
+                # NOTE: a tracker, not the value itself: a replica's own tensor among the
+                # step's logs makes Keras average every log's per-replica reading, which
+                # miscounts the other trackers under MirroredStrategy.
+                log = _observed_log(name, key)
+                self._trackers[log].update_state(value)
+                logs[log] = self._trackers[log].result()
         return self._shape_logs(logs)
 
     def test_step(self, data):

@@ -53,7 +53,7 @@ def check_method(config, splits):
     teachers = TEACHERS[config.mode](config)
     if teachers is None:
         return
-    for name in terms.methods(config):
+    for name in config.run_methods():
         _check_one_method(config, splits, name, teachers)
 
 

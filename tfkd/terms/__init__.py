@@ -62,18 +62,10 @@ def from_settings(name, config):
                   for setting, argument in cls.settings.items()})
 
 
-def methods(config):
-    """The methods a run may train with: --distillation_loss, or every one of --tune_methods
-    in a search that varies the method."""
-    if config.mode == "tune" and "distillation_loss" in config.tune_params:
-        return tuple(config.tune_methods)
-    return (config.distillation_loss,)
-
-
 def reads(config):
     """What the run's distillation terms read besides the teachers' averaged logits:
     "labels", "members" (each teacher's own logits), "layers" (intermediate features)."""
-    found = set().union(*(get(name).reads for name in methods(config)))
+    found = set().union(*(get(name).reads for name in config.run_methods()))
     if config.hint_layer:
         found |= get("hint").reads
     return frozenset(found)

@@ -54,6 +54,7 @@ class Term(keras.layers.Layer):
     settings = {}
     over_classes = True  # compares distributions over classes (see tfkd.losses.over_classes)
     min_teachers = 1
+    observes = ()  # names of the values `observed()` gives (CTKD's learned temperature)
 
     def __init__(self, name=None, **kwargs):
         kwargs.setdefault("dtype", "float32")  # losses in float32 under mixed precision too
@@ -87,6 +88,12 @@ class Term(keras.layers.Layer):
 
     def call(self, teacher, student, labels=None, epoch=None):
         raise NotImplementedError
+
+    def observed(self):
+        """The current values of `observes`, {name: scalar}. The training logs show each
+        beside the term's loss, as "<the term's log name less _loss>_<name>": its mean over
+        the epoch's steps, each read after the step's update."""
+        return {}
 
     # -- what every term has -------------------------------------------------------------
 
