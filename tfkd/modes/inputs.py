@@ -47,7 +47,6 @@ def load_splits(config):
 def check_method(config, splits):
     """A ConfigError unless the run's distillation method serves this data (DKD and NKD need
     3 or more classes) and the teachers each student has (a multi-teacher method 2 or more)."""
-    from tfkd import terms
     from tfkd.modes import TEACHERS
 
     teachers = TEACHERS[config.mode](config)
