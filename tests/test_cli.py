@@ -103,7 +103,7 @@ def test_distill_with_a_hint_layer_on_cached_teachers(tmp_path):
     (["--epochs=0"], "0", "whole number in [1, "),
     (["--alpha=1.5"], "1.5", "[0, 1]"),
     (["--temperature=0"], "0", "> 0"),
-    (["--distillation_loss=cosine"], "cosine", "kl, probability_mse"),
+    (["--distillation_loss=cosine"], "cosine", "nkd, probability_mse"),
     (["--mode=distill", "--teacher_dir=/nonexistent/teachers"], "/nonexistent/teachers",
      "--mode=train"),
     (["stray_argument"], "stray_argument", "--flag"),
