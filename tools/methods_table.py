@@ -27,7 +27,7 @@ n = test images), which asks whether these students differ on the test distribut
 does not see the seed-to-seed variation. Writes <workdir>/methods_table.{md,csv,json} and
 the plot (--plot), prints the table.
 
-    python tools/methods_table.py                 # every method: about 40-70 min on 2 cores
+    python tools/methods_table.py                 # 11 methods: about 40-60 min on 2 cores
     python tools/methods_table.py --smoke         # seconds: the wiring only
     python tools/methods_table.py --methods=kl,dkd,labels --seeds=5
     python tools/methods_table.py --method_flags='dkd:--dkd_beta=2 --temperature=2'
@@ -39,7 +39,7 @@ overrides any of them, and the distillation settings --temperature and --alpha, 
 method differ from tfkd's defaults.
 
 Defaults (measured: docs/methods_table.md): the cnn, 10,000 of the 54,000 training images
-(validation 6,000 and test 10,000 whole), 12 epochs, batch 128, Adam at 1e-3 with cosine
+(validation 6,000 and test 10,000 whole), 12 epochs, batch 128, Adam at 3e-3 with cosine
 decay, alpha 0.1, T 4, 5 teachers, 3 student seeds.
 """
 
@@ -67,7 +67,7 @@ VARIANTS = {"kl_ls": ("kl", ("--logit_standardization",))}
 SHARED_SETTINGS = ("temperature", "alpha")
 SMOKE = {"train_size": 500, "epochs": 1, "workdir": "runs/methods_table_smoke"}
 DEFAULTS = {"workdir": "runs/methods_table", "model": "cnn", "train_size": 10_000,
-            "epochs": 12, "batch_size": 128, "learning_rate": 1e-3, "lr_schedule": "cosine",
+            "epochs": 12, "batch_size": 128, "learning_rate": 3e-3, "lr_schedule": "cosine",
             "alpha": 0.1, "temperature": 4.0, "num_models": 5, "seeds": 3,
             "dataset": "keras:fashion_mnist"}
 
@@ -383,11 +383,12 @@ def compare(rows, correct, names):
 # ----------------------------------------------------------------------------- report
 
 
-def spread(values, digits=2):
+def spread(values, signed=False):
+    """mean ± std (ddof 1) in points, 2 decimals, the mean signed for a difference; the value
+    alone for one seed (tfkd.analysis.stats.spread, otherwise the same, has no sign)."""
     values = np.asarray(values, dtype=float)
-    if values.size == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
+    mean = f"{values.mean():+.2f}" if signed else f"{values.mean():.2f}"
+    return mean if values.size == 1 else f"{mean} ± {values.std(ddof=1):.2f}"
 
 
 def p_text(p):
@@ -409,7 +410,7 @@ def table_rows(args, stats):
             out.append([method, settings, len(acc), spread(acc), "reference", "", "", ""])
             continue
         out.append([method, settings, len(acc), spread(acc),
-                    spread(s["difference"]),
+                    spread(s["difference"], signed=True),
                     p_text(s["over_seeds"]["p"]), p_text(s["over_images"]["p"]),
                     ", ".join(f"{d:+.2f}" for d in s["difference"])])
     return out
