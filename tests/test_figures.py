@@ -55,7 +55,7 @@ def _tool(name):
 
 @pytest.mark.parametrize("name,attribute", [
     ("fashion_mnist_repro", "plot"), ("invariance_transfer", "plot"),
-    ("krr_self_distill", "out"), ("multiview_repro", "out")])
+    ("krr_self_distill", "out"), ("multiview_repro", "out"), ("methods_table", "plot")])
 def test_reproduction_tools_write_their_figures_outside_docs_by_default(name, attribute):
     """A documented command run at smaller settings must not overwrite a committed figure:
     the tools write into their run's folder unless told --plot/--out=docs/..."""

@@ -203,21 +203,6 @@ def kd_seeds(kd_students):
 # ----------------------------------------------------------------------------- the runs
 
 
-def test_logits(workdir, name, model, splits):
-    """The model's test logits, kept in <workdir>/repro_logits under its content hash."""
-    from tfkd import cache
-    from tfkd.workdir import atomic_file
-
-    sha = workdir.read_metrics(name).get("sha", "nosha")[:16]
-    path = workdir.path("repro_logits", f"{name}-{sha}.npy")
-    if os.path.exists(path):
-        return np.load(path)
-    logits = cache.predict_logits(model, splits.x_test)
-    with atomic_file(path) as f:
-        np.save(f, logits)
-    return logits
-
-
 def run_all(config, workdir, kd_students, self_distillation=True):
     """Trains (or reuses) the 13 models (without `self_distillation`, the members and KD
     students only), evaluates the ensembles. Returns (rows by name, test logits by name,
@@ -236,7 +221,8 @@ def run_all(config, workdir, kd_students, self_distillation=True):
         rows[row["name"]] = row
     members, paths = inputs.load_members(config, workdir, splits)
     for i, member in enumerate(members):
-        logits[f"member_{i}"] = test_logits(workdir, f"member_{i}", member, splits)
+        logits[f"member_{i}"] = results.stored_test_logits(workdir, f"member_{i}", member,
+                                                           splits)
     _, rows["ensemble"] = results.ensemble_row(config, workdir, splits, members,
                                                name="ensemble", kind="ensemble")
     logits["ensemble"] = np.mean([logits[f"member_{i}"] for i in range(NUM_MEMBERS)], axis=0)
@@ -249,7 +235,7 @@ def run_all(config, workdir, kd_students, self_distillation=True):
         student, rows[name] = fit.fit_model(config, workdir, splits, name=name,
                                             kind="distilled", seed=seed, teachers=teachers,
                                             progress=progress)
-        logits[name] = test_logits(workdir, name, student, splits)
+        logits[name] = results.stored_test_logits(workdir, name, student, splits)
     phases["KD students"] = time.time() - t
 
     if not self_distillation:
@@ -263,7 +249,7 @@ def run_all(config, workdir, kd_students, self_distillation=True):
                                             kind="self_distilled", seed=SD_SEED_OFFSET + i,
                                             teachers=teacher, generation=1, progress=progress)
         sd_models.append(student)
-        logits[name] = test_logits(workdir, name, student, splits)
+        logits[name] = results.stored_test_logits(workdir, name, student, splits)
     _, rows["self_distilled_ensemble"] = results.ensemble_row(
         config, workdir, splits, sd_models, name="self_distilled_ensemble",
         kind="self_distilled_ensemble")

@@ -2,6 +2,7 @@
 they were measured on, and one progress line per finished model."""
 
 import math
+import os
 
 import numpy as np
 from absl import logging
@@ -33,6 +34,22 @@ def evaluate_logits(splits, logits_val, logits_test):
 def evaluate_model(model, splits):
     return evaluate_logits(splits, cache.predict_logits(model, splits.x_val),
                            cache.predict_logits(model, splits.x_test))
+
+
+def stored_test_logits(workdir, name, model, splits):
+    """Finished model `name`'s logits on the test split, kept in <workdir>/test_logits under
+    its content hash (a retrained model gets its own file): per-image comparisons of a
+    finished run are then made without running its models again."""
+    from tfkd.workdir import atomic_file
+
+    sha = workdir.read_metrics(name).get("sha", "nosha")[:16]
+    path = workdir.path("test_logits", f"{name}-{sha}-{len(splits.x_test)}.npy")
+    if os.path.exists(path):
+        return np.load(path)
+    logits = cache.predict_logits(model, splits.x_test)
+    with atomic_file(path) as f:
+        np.save(f, logits)
+    return logits
 
 
 # A validation split whose chance band (two standard errors of the majority rate) is wider
