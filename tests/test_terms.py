@@ -187,8 +187,10 @@ def _two_class_npz(tmp_path):
      ["dkd_beta=2.0 is a setting of --distillation_loss=dkd, but this run's is 'kl'"]),
     (["--mode=distill", "--distillation_loss=ebkd", "--num_models=1"],
      ["distillation_loss=ebkd", "needs 2 or more teachers", "--num_models=1"]),
-    (["--mode=pipeline", "--distillation_loss=camkd", "--num_models=2"],
+    (["--mode=self_distill", "--distillation_loss=camkd", "--num_models=2"],
      ["distillation_loss=camkd", "self-distillation students, of one teacher each"]),
+    (["--mode=pipeline", "--distillation_loss=mt_kd", "--num_models=1"],
+     ["distillation_loss=mt_kd", "needs 2 or more teachers", "--num_models=1"]),
 ])
 def test_bad_method_settings_are_one_line_and_write_nothing(tmp_path, argv, phrases):
     from helpers.command import tfkd as run
@@ -430,3 +432,16 @@ def test_every_method_trains_from_the_cache_with_no_teacher_forward_pass(tmp_pat
         logs = distiller.fit(train, validation_data=val, epochs=2,
                              steps_per_epoch=fit.steps_per_epoch(run, splits), verbose=0).history
         assert np.isfinite(logs["distillation_loss"]).all(), name
+
+
+def test_a_pipeline_of_a_multi_teacher_method_leaves_out_the_chains_and_says_so(tmp_path):
+    from helpers.command import ok
+    from helpers.command import tfkd as run
+
+    workdir = tmp_path / "w"
+    result = ok(run("--smoke", "--model=mlp", "--mode=pipeline", "--distillation_loss=ebkd",
+                    "--num_models=2", f"--workdir={workdir}"))
+    assert "self_distill: left out: --distillation_loss=ebkd weighs several teachers" in (
+        result.stderr)
+    assert sorted(os.listdir(workdir / "models")) == ["distilled.keras", "member_0.keras",
+                                                      "member_1.keras"]

@@ -47,7 +47,9 @@ FITS = {
 # method that weighs several teachers is refused before anything loads where it has one.
 # One entry per mode in MODES.
 TEACHERS = {
-    "pipeline": lambda c: 1,  # its self-distillation students, one member each
+    # Its distilled student; the self-distillation students have one member each, and a
+    # method that needs more leaves them out (tfkd.modes.pipeline).
+    "pipeline": lambda c: c.num_models,
     "train": lambda c: None,
     "ensemble": lambda c: None,
     "distill": lambda c: c.num_models,

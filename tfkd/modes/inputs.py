@@ -66,7 +66,7 @@ def _check_one_method(config, splits, name, teachers):
     needed = terms.get(name).min_teachers
     if teachers < needed:
         who = (f"--mode={config.mode} trains self-distillation students, of one teacher each"
-               if teachers == 1 and config.mode in ("pipeline", "self_distill")
+               if config.mode == "self_distill"
                else f"this run has --num_models={config.num_models}")
         raise ConfigError(f"distillation_loss={name} weighs each teacher's own logits and needs "
                           f"{needed} or more teachers, but {who}; use --mode=distill with "
