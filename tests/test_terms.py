@@ -445,3 +445,31 @@ def test_a_pipeline_of_a_multi_teacher_method_leaves_out_the_chains_and_says_so(
         result.stderr)
     assert sorted(os.listdir(workdir / "models")) == ["distilled.keras", "member_0.keras",
                                                       "member_1.keras"]
+
+
+def test_keras_tuner_searches_every_method(tmp_path):
+    """A grid search over --tune_methods (every method), through the search's own
+    HyperModel and teacher plan: each method is one trial, each trains and is scored."""
+    import dataclasses
+
+    import keras_tuner as kt
+    from helpers.teachers import cache_setup
+
+    from tfkd.modes import fit, tune
+
+    config, splits, teachers, workdir = cache_setup(tmp_path, members=2, augment="none",
+                                                    epochs=1)
+    config = dataclasses.replace(config, mode="tune", tune_params=("distillation_loss",),
+                                 tune_methods=terms.NAMES, alpha=0.5)
+    plan = fit.plan_teachers(config, workdir, splits, teachers, seed=5,
+                             members=fit._reads_members(config))
+    assert plan.online is None and plan.train_logits.shape[1] == 2  # each teacher's
+    tuner = kt.GridSearch(hypermodel=tune.DistillHyperModel(config, splits, seed=5, plan=plan),
+                          objective=kt.Objective(tune.OBJECTIVE, direction="max"),
+                          max_trials=len(terms.NAMES), directory=str(tmp_path / "search"),
+                          project_name="methods")
+    tuner.search()
+    trials = tuner.oracle.trials.values()
+    assert sorted(t.hyperparameters.values["distillation_loss"] for t in trials) == sorted(
+        terms.NAMES)
+    assert all(t.status == "COMPLETED" and np.isfinite(t.score) for t in trials)
