@@ -45,7 +45,7 @@ import numpy as np  # noqa: E402
 
 # tfkd's statistics (numpy only at import; scipy on first use). Importing tfkd is cheap.
 from tfkd.analysis.stats import mcnemar_exact, paired_mean_test, spread  # noqa: E402,F401
-from tfkd.toolargs import OneLineParser  # noqa: E402
+from tfkd.toolargs import OneLineParser, guarded  # noqa: E402
 
 DATASET = "keras:fashion_mnist"
 NUM_MEMBERS = 5
@@ -489,12 +489,11 @@ def main(argv=None):
     config = args.config
 
     from tfkd import cli, report
-    from tfkd.config import ConfigError, TrainingError
     from tfkd.workdir import Workdir, write_json, write_text
 
     cli.setup_logging()
     print(f"command: {command(args)}", flush=True)
-    try:
+    def body():
         workdir = Workdir(config.workdir).create()
         rows, logits, splits, phases = run_all(config, workdir, args.kd_students,
                                                self_distillation=not args.inheritance_only)
@@ -503,16 +502,12 @@ def main(argv=None):
             t = time.time()
             inherited = run_inheritance(config, workdir, splits, args.kd_students)
             phases["independent students + inheritance analysis"] = time.time() - t
-    except ConfigError as e:
-        sys.stderr.write(f"fashion_mnist_repro: error: {e}\n")
-        return 2
-    except TrainingError as e:
-        sys.stderr.write(f"fashion_mnist_repro: error: {e}\n")
-        return 1
-    except OSError as e:
-        sys.stderr.write(f"fashion_mnist_repro: error: cannot use workdir "
-                         f"{config.workdir!r}: {e.strerror or e}\n")
-        return 2
+        return workdir, rows, logits, splits, phases, inherited
+
+    result, code = guarded("fashion_mnist_repro", config.workdir, body)
+    if code:
+        return code
+    workdir, rows, logits, splits, phases, inherited = result
     # What `tfkd --mode=analyze --workdir=...` defaults to: this run's settings.
     cli.write_record(workdir, config)
 

@@ -54,7 +54,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from tfkd.analysis.stats import paired_mean_test  # noqa: E402
-from tfkd.toolargs import OneLineParser  # noqa: E402
+from tfkd.toolargs import OneLineParser, guarded  # noqa: E402
 
 PROG = "methods_table"
 REFERENCE = "kl"  # KD (Hinton et al.): the method every other one is compared with
@@ -476,24 +476,18 @@ def main(argv=None):
     config = args.config
 
     from tfkd import cli, report
-    from tfkd.config import ConfigError, TrainingError
     from tfkd.workdir import Workdir, write_json, write_text
 
     cli.setup_logging()
     print(f"command: {command(args)}", flush=True)
-    try:
+    def body():
         workdir = Workdir(config.workdir).create()
-        splits, rows, correct, names = run_all(args, workdir)
-    except ConfigError as e:
-        sys.stderr.write(f"{PROG}: error: {e}\n")
-        return 2
-    except TrainingError as e:
-        sys.stderr.write(f"{PROG}: error: {e}\n")
-        return 1
-    except OSError as e:
-        sys.stderr.write(f"{PROG}: error: cannot use workdir {config.workdir!r}: "
-                         f"{e.strerror or e}\n")
-        return 2
+        return (workdir, *run_all(args, workdir))
+
+    result, code = guarded(PROG, config.workdir, body)
+    if code:
+        return code
+    workdir, splits, rows, correct, names = result
     cli.write_record(workdir, config)
 
     stats = compare(rows, correct, names)

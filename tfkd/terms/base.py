@@ -149,6 +149,12 @@ def logits(outputs):
     return ops.cast(outputs["logits"], "float32")
 
 
+def logit_pair(teacher, student, standardize=False):
+    """Both sides' logits in float32, z-scored (`standardize`) when asked."""
+    t, s = logits(teacher), logits(student)
+    return (standardize_logits(t), standardize_logits(s)) if standardize else (t, s)
+
+
 def members(outputs):
     """Each teacher's logits, (N, M, C)."""
     if "members" not in outputs:
@@ -179,7 +185,7 @@ def soft_target_kl(teacher_logits, student_logits, temperature):
     return (temperature * temperature) * ops.sum(ops.exp(log_p) * (log_p - log_q), axis=-1)
 
 
-def standardize(z):
+def standardize_logits(z):
     """Logit standardization (Sun et al., CVPR 2024): each row z-scored over its classes,
     (z - mean) / (std + 1e-7), with the Bessel-corrected std of the authors' code (the
     paper writes the std without saying which; the correction scales every row by the same

@@ -45,9 +45,7 @@ class DIST(base.Term):
         self.standardize = bool(standardize)
 
     def call(self, teacher, student, labels=None, epoch=None):
-        t, s = base.logits(teacher), base.logits(student)
-        if self.standardize:
-            t, s = base.standardize(t), base.standardize(s)
+        t, s = base.logit_pair(teacher, student, self.standardize)
         y_t = ops.softmax(t / self.temperature, axis=-1)
         y_s = ops.softmax(s / self.temperature, axis=-1)
         t2 = self.temperature ** 2

@@ -71,10 +71,8 @@ class DKD(base.Term):
                              "classes, undefined for C = 2; use the kl method")
 
     def call(self, teacher, student, labels=None, epoch=None):
-        t, s = base.logits(teacher), base.logits(student)
+        t, s = base.logit_pair(teacher, student, self.standardize)
         self.check_classes(s.shape[-1])
-        if self.standardize:
-            t, s = base.standardize(t), base.standardize(s)
         target = base.class_indices(labels, s.shape[-1])
         tckd, nckd, _ = dkd_parts(t, s, target, self.temperature)
         loss = self.alpha * tckd + self.beta * nckd

@@ -21,9 +21,7 @@ class KD(base.Term):
         self.standardize = bool(standardize)
 
     def call(self, teacher, student, labels=None, epoch=None):
-        t, s = base.logits(teacher), base.logits(student)
-        if self.standardize:
-            t, s = base.standardize(t), base.standardize(s)
+        t, s = base.logit_pair(teacher, student, self.standardize)
         return base.soft_target_kl(t, s, self.temperature)
 
     def get_config(self):
