@@ -473,3 +473,13 @@ def test_keras_tuner_searches_every_method(tmp_path):
     assert sorted(t.hyperparameters.values["distillation_loss"] for t in trials) == sorted(
         terms.NAMES)
     assert all(t.status == "COMPLETED" and np.isfinite(t.score) for t in trials)
+
+
+def test_a_multi_teacher_method_fed_the_ensembles_cached_logits_says_what_it_lacks():
+    x, y = _data(32)
+    student, t1, t2 = _models()
+    ensemble = (t1.predict(x, verbose=0) + t2.predict(x, verbose=0)) / 2
+    distiller = Distiller(student=student, teachers=None, alpha=0.5, distillation_loss="camkd")
+    distiller.compile(optimizer="sgd")
+    with pytest.raises(ValueError, match=r"reads each teacher's own logits \(N, M, C\)"):
+        distiller.fit(tfkd.with_teacher_logits(x, ensemble), y, batch_size=16, verbose=0)
