@@ -483,3 +483,20 @@ def test_a_multi_teacher_method_fed_the_ensembles_cached_logits_says_what_it_lac
     distiller.compile(optimizer="sgd")
     with pytest.raises(ValueError, match=r"reads each teacher's own logits \(N, M, C\)"):
         distiller.fit(tfkd.with_teacher_logits(x, ensemble), y, batch_size=16, verbose=0)
+
+
+def test_a_multi_teacher_method_with_one_teacher_is_refused_at_construction():
+    student, teacher, _ = _models()
+    with pytest.raises(ValueError, match="needs 2 or more teachers, got 1"):
+        Distiller(student=student, teachers=teacher, distillation_loss="ebkd")
+
+
+def test_fit_takes_its_callbacks_by_position_too():
+    student, teacher, _ = _models()
+    x, y = _data()
+    seen = []
+    record = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(epoch))
+    distiller = Distiller(student=student, teachers=teacher, alpha=0.5, terms=[EpochTerm()])
+    distiller.compile(optimizer="sgd")
+    logs = distiller.fit(x, y, 16, 2, 0, [record]).history
+    assert seen == [0, 1] and logs["epoch_term_loss"] == [0.0, 1.0]

@@ -20,7 +20,6 @@ Input or loaded from `.keras`), otherwise from the first batch of `fit` or
 """
 
 import dataclasses
-import inspect
 import math
 import numbers
 
@@ -500,6 +499,10 @@ class Distiller(keras.Model):
         and every layer the terms read."""
         teacher = self.teachers.members[0] if self.teachers is not None else None
         for term in self.terms:
+            count = len(self.teachers.members) if self.teachers is not None else None
+            if count is not None and count < term.min_teachers:
+                raise ValueError(f"{type(term).__name__} weighs each teacher's own logits: it "
+                                 f"needs {term.min_teachers} or more teachers, got {count}")
             term.setup(self.student, teacher, classes)
         self._inference.student_features = _extractor(self.student, self._layers_of("student"),
                                                       "the student")
@@ -623,14 +626,17 @@ class Distiller(keras.Model):
 
     def fit(self, *args, **kwargs):
         """keras.Model.fit, with the epoch told to the terms (`_EpochClock`)."""
-        bound = inspect.signature(keras.Model.fit).bind(self, *args, **kwargs).arguments
-        callbacks = bound.get("callbacks")
-        if isinstance(callbacks, keras.callbacks.CallbackList):
-            callbacks = list(callbacks.callbacks)
-        bound["callbacks"] = [_EpochClock(self._inference.epoch), *(callbacks or [])]
-        bound.pop("self")
-        extra = bound.pop("kwargs", {})
-        return super().fit(**bound, **extra)
+        args = list(args)
+        # callbacks is fit's 6th argument: (x, y, batch_size, epochs, verbose, callbacks).
+        given = args[5] if len(args) > 5 else kwargs.get("callbacks")
+        if isinstance(given, keras.callbacks.CallbackList):
+            given = list(given.callbacks)
+        callbacks = [_EpochClock(self._inference.epoch), *(given or [])]
+        if len(args) > 5:
+            args[5] = callbacks
+        else:
+            kwargs["callbacks"] = callbacks
+        return super().fit(*args, **kwargs)
 
     def compile_from_config(self, config):
         # NOTE: keras.saving.load_model does not replay compile() for a model that overrides

@@ -28,10 +28,11 @@ from tfkd.data import load_dataset  # noqa: E402
 
 def one_epoch(strategy, data, batch_size, method):
     with strategy.scope():
-        teacher = tfkd.build_model("mlp", data.input_shape, 10, seed=1)
+        # Two teachers: the multi-teacher methods weigh each one's logits.
+        teachers = [tfkd.build_model("mlp", data.input_shape, 10, seed=s) for s in (1, 2)]
         student = tfkd.build_model("mlp", data.input_shape, 10, seed=5)
         initial = [w.numpy() for w in student.weights]
-        distiller = tfkd.Distiller(student=student, teachers=teacher, alpha=0.5,
+        distiller = tfkd.Distiller(student=student, teachers=teachers, alpha=0.5,
                                    temperature=2.0, seed=0, distillation_loss=method)
         distiller.compile(optimizer=keras.optimizers.SGD(0.5))
     # 64 examples: batches of 63 end with one example, which reaches one replica of 3.
