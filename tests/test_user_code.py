@@ -400,12 +400,17 @@ def test_grad_cam_of_a_sequential_model_loaded_from_a_keras_file(digits, tmp_pat
 # -- the examples of docs/library.md ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["tune", "checkpoint", "analysis", "optimal_alpha"])
+@pytest.mark.parametrize("name", ["terms", "tune", "checkpoint", "analysis", "optimal_alpha"])
 def test_library_examples_run(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace = {}
     exec(compile(markdown_example("docs/library.md", name), f"docs/library.md example {name}", "exec"), namespace)
-    if name == "analysis":
+    if name == "terms":
+        history = namespace["history"]
+        assert {"dkd_loss", "camkd_loss", "student_loss"} <= set(history)
+        assert history["dkd_loss"][1] > history["dkd_loss"][0] / 2  # the warm-up ramps up
+        assert namespace["per_example"].shape == (4,)
+    elif name == "analysis":
         assert 0.0 <= namespace["found"]["agreement"] <= 1.0
         assert 0.0 <= namespace["similarity"] <= 1.0
         k, n = namespace["k"], namespace["n"]
