@@ -290,9 +290,11 @@ def profile_steps(bench, runs, rounds=PROFILE_ROUNDS, calls=PROFILE_CALLS):
     x = tf.constant(bench.data.x_train[:FLAGS.batch_size])
     y = tf.constant(bench.data.y_train[:FLAGS.batch_size])
     cached = tf.constant(bench.cached_logits[:FLAGS.batch_size])
+    members = tf.constant(bench.member_logits[:FLAGS.batch_size])
     functions = {}
     for key, (model, _, _) in runs.items():
-        inputs = tfkd.with_teacher_logits(x, cached) if key in ("c", "f") else x
+        inputs = (tfkd.with_teacher_logits(x, cached) if key in ("c", "f", "g") else
+                  tfkd.with_teacher_logits(x, members) if key == "h" else x)
         # The variant's own train_step, as fit runs it (its model is already warmed up).
         functions[f"{key}: train_step"] = (
             lambda step=tf.function(model.train_step), data=(inputs, y): step(data))
