@@ -500,3 +500,19 @@ def test_fit_takes_its_callbacks_by_position_too():
     distiller.compile(optimizer="sgd")
     logs = distiller.fit(x, y, 16, 2, 0, [record]).history
     assert seen == [0, 1] and logs["epoch_term_loss"] == [0.0, 1.0]
+
+
+def test_teachers_given_with_terms_and_alpha_one_are_still_checked_on_the_first_batch():
+    """alpha = 1 with terms= still learns from the teachers: their outputs are probed as
+    with alpha < 1 (here a softmax teacher declared as logits)."""
+    student, _, _ = _models()
+    inputs = keras.Input((6,))
+    softmax = keras.Model(inputs, keras.layers.Dense(4)(inputs))
+    # A softmax the constructor cannot see (a Lambda): only the first batch shows it.
+    probabilities = keras.Model(inputs, keras.layers.Lambda(keras.ops.softmax)(softmax(inputs)))
+    x, y = _data()
+    distiller = Distiller(student=student, teachers=[probabilities], alpha=1.0,
+                          terms=[terms.KD()], fold_teachers=False)
+    distiller.compile(optimizer="sgd")
+    with pytest.raises(ValueError, match="outputs probabilities"):
+        distiller.fit(x, y, batch_size=16, verbose=0)

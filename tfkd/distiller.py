@@ -779,7 +779,7 @@ class Distiller(keras.Model):
         inputs, teacher_logits = split_teacher_logits(x)
         if not self.built or (self.teachers is not None and not self.teachers.built):
             self.build(tf.nest.map_structure(lambda v: (None,) + tuple(v.shape[1:]), x))
-        if self.alpha == 1.0:
+        if not any(self._term_weights):  # nothing is learnt from the teachers
             return
         sample = tf.nest.map_structure(lambda v: v[:_PROBE_EXAMPLES], inputs)
         if teacher_logits is not None:
