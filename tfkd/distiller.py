@@ -498,8 +498,8 @@ class Distiller(keras.Model):
         functional views sharing the models' layers, so one forward pass yields the logits
         and every layer the terms read."""
         teacher = self.teachers.members[0] if self.teachers is not None else None
+        count = len(self.teachers.members) if self.teachers is not None else None
         for term in self.terms:
-            count = len(self.teachers.members) if self.teachers is not None else None
             if count is not None and count < term.min_teachers:
                 raise ValueError(f"{type(term).__name__} weighs each teacher's own logits: it "
                                  f"needs {term.min_teachers} or more teachers, got {count}")

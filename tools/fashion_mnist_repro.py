@@ -493,6 +493,7 @@ def main(argv=None):
 
     cli.setup_logging()
     print(f"command: {command(args)}", flush=True)
+
     def body():
         workdir = Workdir(config.workdir).create()
         rows, logits, splits, phases = run_all(config, workdir, args.kd_students,

@@ -480,6 +480,7 @@ def main(argv=None):
 
     cli.setup_logging()
     print(f"command: {command(args)}", flush=True)
+
     def body():
         workdir = Workdir(config.workdir).create()
         return (workdir, *run_all(args, workdir))
